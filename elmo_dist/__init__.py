@@ -1,0 +1,18 @@
+"""elmo-dist: pretrain ELMo bidirectional language models and use their layers.
+
+Public API (stable): ``BiLM``, ``ModelConfig``, ``batch_to_ids``.
+"""
+from .model import BiLM, ModelConfig, preset
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # batch_to_ids lives in the data package; imported lazily so `import elmo_dist` stays light.
+    if name == "batch_to_ids":
+        from .data.chars import batch_to_ids
+        return batch_to_ids
+    raise AttributeError(f"module 'elmo_dist' has no attribute {name!r}")
+
+
+__all__ = ["BiLM", "ModelConfig", "preset", "batch_to_ids", "__version__"]

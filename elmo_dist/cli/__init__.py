@@ -1,0 +1,46 @@
+"""The ``elmo-dist`` command: one entry point, a table of subcommands.
+
+Each subcommand is a module with ``main(argv) -> int`` that tests call in-process.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Optional
+
+# name -> (module, one-line description)
+SUBCOMMANDS = {
+    "demo": ("elmo_dist.cli.demo", "the quick start: pretrain a tiny biLM on Penn Treebank, evaluate it"),
+    "vocab": ("elmo_dist.cli.vocab", "build a bilm-tf vocabulary file from a corpus"),
+    "pretrain": ("elmo_dist.cli.pretrain", "pretrain a biLM (new run or --resume) with DeepSpeed"),
+    "evaluate": ("elmo_dist.cli.evaluate", "forward, backward and average perplexity of a run on a corpus"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = ["usage: elmo-dist <subcommand> [options]   (elmo-dist <subcommand> --help for its options)", "",
+             "subcommands:"]
+    lines += [f"  {name.ljust(width)}  {desc}" for name, (_, desc) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from elmo_dist import __version__
+        print(f"elmo-dist {__version__}")
+        return 0
+    name = argv[0]
+    if name not in SUBCOMMANDS:
+        print(f"elmo-dist: unknown subcommand {name!r}; choose one of: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

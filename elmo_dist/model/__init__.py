@@ -1,0 +1,6 @@
+"""The ELMo biLM. Imports torch (and elmo_dist_kernels) only: no deepspeed, no torch.distributed."""
+from .bilm import BiLM, BiLMOutput, BiLMState, LMLoss, token_mask
+from .config import PRESETS, ModelConfig, preset
+from .lstm import LSTMState
+
+__all__ = ["BiLM", "BiLMOutput", "BiLMState", "LMLoss", "LSTMState", "ModelConfig", "PRESETS", "preset", "token_mask"]

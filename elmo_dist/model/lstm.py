@@ -1,0 +1,161 @@
+"""LSTM-with-projection layers and one direction's stack, with a pluggable recurrence.
+
+Parameters are kept in the bilm-tf layout and gate order (i, j, f, o) so import and export are
+plain copies:  W_0 = [input_weight; recurrent_weight]  (in + P, 4H),  B = bias (4H),
+W_P_0 = proj_weight (H, P). The recurrence implementations (``elmo_dist_kernels``) take gate
+order (i, f, o, j) so that one sigmoid covers a contiguous 3H block; the reorder is a column
+permutation per call, cheap next to T steps of matmuls, and autograd carries it back.
+
+The forget bias of 1 (bilm-tf adds it at run time, it is not stored in B) is folded into the
+input projection of all steps, which is computed up front as one large matmul.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor, nn
+
+from elmo_dist_kernels import lstmp_sequence_torch
+
+from .config import ModelConfig
+
+_IMPLS = {}
+
+
+def _reference_impl(*args):
+    # Plain per-step autograd loop: what AllenNLP runs; kept as the slow, obvious baseline.
+    xw, w_rec, w_proj, h0, c0, mask, cell_clip, proj_clip, reverse = args
+    B, T, four_h = xw.shape
+    H = four_h // 4
+    h, c = h0, c0
+    outs = [None] * T
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        z = xw[:, t] + h @ w_rec  # (B, 4H)
+        gates = torch.sigmoid(z[:, :3 * H])
+        i, f, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:]
+        c_new = f * c + i * torch.tanh(z[:, 3 * H:])
+        if cell_clip is not None:
+            c_new = c_new.clamp(-cell_clip, cell_clip)
+        h_new = (o * torch.tanh(c_new)) @ w_proj  # (B, P)
+        if proj_clip is not None:
+            h_new = h_new.clamp(-proj_clip, proj_clip)
+        if mask is not None:
+            keep = mask[:, t].unsqueeze(1)
+            h_new, c_new = torch.where(keep, h_new, h), torch.where(keep, c_new, c)
+            outs[t] = h_new * keep
+        else:
+            outs[t] = h_new
+        h, c = h_new, c_new
+    return torch.stack(outs, dim=1), h, c
+
+
+def resolve_impl(name: str, device: torch.device) -> str:
+    """auto -> triton on CUDA, torch elsewhere; triton on a CPU tensor is an error that says why."""
+    if name == "auto":
+        if device.type == "cuda":
+            try:
+                import triton  # noqa: F401
+                return "triton"
+            except ImportError:
+                return "torch"
+        return "torch"
+    if name == "triton" and device.type != "cuda":
+        import os
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError(
+                "lstm_impl='triton' needs a CUDA device (this tensor is on "
+                f"{device.type}); use lstm_impl='torch' (the fast CPU path) or 'auto'")
+    return name
+
+
+def get_impl(name: str):
+    if name not in _IMPLS:
+        if name == "torch":
+            _IMPLS[name] = lstmp_sequence_torch
+        elif name == "reference":
+            _IMPLS[name] = _reference_impl
+        elif name == "triton":
+            from elmo_dist_kernels.lstmp_triton import lstmp_sequence
+            _IMPLS[name] = lstmp_sequence
+        else:
+            raise ValueError(f"unknown LSTM implementation {name!r}")
+    return _IMPLS[name]
+
+
+class LSTMState(NamedTuple):
+    """Per-layer state of one direction: h (L, B, P) and c (L, B, H)."""
+    h: Tensor
+    c: Tensor
+
+
+class LSTMPLayer(nn.Module):
+    """One LSTM-with-projection layer (bilm-tf LSTMCell with num_proj, clips)."""
+
+    def __init__(self, input_dim: int, config: ModelConfig):
+        super().__init__()
+        H, P = config.lstm_dim, config.projection_dim
+        self.input_dim, self.hidden_dim, self.proj_dim = input_dim, H, P
+        self.cell_clip, self.proj_clip = config.cell_clip, config.proj_clip
+        self.impl = config.lstm_impl
+        self.input_weight = nn.Parameter(torch.empty(input_dim, 4 * H))  # W_0[:in]
+        self.recurrent_weight = nn.Parameter(torch.empty(P, 4 * H))  # W_0[in:]
+        self.bias = nn.Parameter(torch.zeros(4 * H))  # B
+        self.proj_weight = nn.Parameter(torch.empty(H, P))  # W_P_0
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # Glorot-uniform over W_0 as a whole, as TF's default initialiser does for LSTMCell.
+        fan_in, fan_out = self.input_dim + self.proj_dim, 4 * self.hidden_dim
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        nn.init.uniform_(self.input_weight, -bound, bound)
+        nn.init.uniform_(self.recurrent_weight, -bound, bound)
+        nn.init.zeros_(self.bias)
+        bound = math.sqrt(6.0 / (self.hidden_dim + self.proj_dim))
+        nn.init.uniform_(self.proj_weight, -bound, bound)
+
+    @staticmethod
+    def _ifoj(w: Tensor) -> Tensor:
+        """Columns (i, j, f, o) -> (i, f, o, j) along the last dim."""
+        i, j, f, o = w.chunk(4, dim=-1)
+        return torch.cat([i, f, o, j], dim=-1)
+
+    def forward(self, x: Tensor, h0: Tensor, c0: Tensor, mask: Optional[Tensor], reverse: bool):
+        """x (B, T, in), h0 (B, P), c0 (B, H) -> out (B, T, P), h_T, c_T."""
+        H = self.hidden_dim
+        bias = self.bias + torch.cat([self.bias.new_zeros(2 * H), self.bias.new_ones(H), self.bias.new_zeros(H)])
+        xw = torch.matmul(x, self._ifoj(self.input_weight)) + self._ifoj(bias)  # (B, T, 4H)
+        impl = get_impl(resolve_impl(self.impl, x.device))
+        return impl(xw, self._ifoj(self.recurrent_weight), self.proj_weight, h0, c0, mask,
+                    self.cell_clip, self.proj_clip, reverse)
+
+
+class LSTMStack(nn.Module):
+    """n_layers LSTMP layers of one direction; residual connections from layer 1 on."""
+
+    def __init__(self, config: ModelConfig, reverse: bool):
+        super().__init__()
+        self.config, self.reverse = config, reverse
+        self.layers = nn.ModuleList(LSTMPLayer(config.projection_dim, config) for _ in range(config.n_layers))
+        self.dropout = nn.Dropout(config.dropout)
+
+    def zero_state(self, batch_size: int, like: Tensor) -> LSTMState:
+        L, H, P = self.config.n_layers, self.config.lstm_dim, self.config.projection_dim
+        return LSTMState(like.new_zeros(L, batch_size, P), like.new_zeros(L, batch_size, H))
+
+    def forward(self, x: Tensor, mask: Optional[Tensor], state: Optional[LSTMState]):
+        """x (B, T, P) -> list of n_layers outputs (B, T, P) and the final LSTMState."""
+        if state is None:
+            state = self.zero_state(x.shape[0], x)
+        outputs, hs, cs = [], [], []
+        inp = x
+        for k, layer in enumerate(self.layers):
+            out, h, c = layer(self.dropout(inp), state.h[k], state.c[k], mask, self.reverse)
+            if k > 0 and self.config.use_skip_connections:
+                out = out + inp  # (B, T, P)
+            outputs.append(out)
+            hs.append(h)
+            cs.append(c)
+            inp = out
+        return outputs, LSTMState(torch.stack(hs), torch.stack(cs))

@@ -1,0 +1,64 @@
+"""Metrics sinks: a local JSON-lines file (always) and wandb (offline unless asked otherwise).
+
+Only rank 0 logs. wandb is imported lazily and defaults to offline so that no run, and no test,
+reaches the network unless the user sets wandb_mode=online.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+
+def perplexity(nll_sum: float, count: float) -> float:
+    """exp(mean negative log-likelihood); inf when the mean overflows, nan with no tokens."""
+    if count <= 0:
+        return float("nan")
+    mean = nll_sum / count
+    return math.exp(mean) if mean < 700 else float("inf")
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: Path, config: dict[str, Any], wandb_mode: str = "offline",
+                 project: str = "elmo-dist", enabled: bool = True, resume: bool = False):
+        self.enabled = enabled
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self._wandb = None
+        if not enabled:
+            return
+        if wandb_mode != "disabled":
+            os.environ.setdefault("WANDB_MODE", wandb_mode)
+            os.environ.setdefault("WANDB_SILENT", "true")
+            try:
+                import wandb
+                self._wandb = wandb.init(project=project, dir=str(run_dir), config=config,
+                                         mode=wandb_mode, name=Path(run_dir).name,
+                                         resume="allow" if resume else None, reinit="finish_previous")
+            except Exception as e:  # logging must never kill a training run
+                print(f"warning: wandb disabled ({type(e).__name__}: {e}); metrics still go to {self.path}")
+                self._wandb = None
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in record.items() if isinstance(v, (int, float))},
+                            step=int(record.get("step", 0)))
+
+    def close(self) -> None:
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def read_metrics(run_dir: Path, kind: Optional[str] = None) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in rows if kind is None or r.get("kind") == kind]

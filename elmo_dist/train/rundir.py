@@ -1,0 +1,90 @@
+"""The run directory: everything later stages need, so they take only the run path.
+
+    RUN/config.json       resolved RunConfig (corpus paths absolute)
+    RUN/vocab.txt         bilm-tf vocabulary
+    RUN/data_report.json  what the vocabulary pass read and skipped
+    RUN/checkpoints/      see checkpoint.py
+    RUN/metrics.jsonl     one JSON record per log/eval event
+    RUN/summary.json      final figures of the last pretrain call
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from elmo_dist.data import Corpus, SkipReport, Vocabulary, count_words, ptb_paths
+from elmo_dist.model import BiLM
+
+from .checkpoint import CheckpointError, latest_valid, load_checkpoint
+from .config import DataConfig, RunConfig
+
+
+def cache_dir() -> Path:
+    """Where the PTB text files are written once: $ELMO_DIST_CACHE or ~/.cache/elmo-dist."""
+    return Path(os.environ.get("ELMO_DIST_CACHE", Path.home() / ".cache" / "elmo-dist"))
+
+
+def resolve_data(data: DataConfig) -> DataConfig:
+    """Fills in the PTB default corpus (train / valid) when no corpus was given."""
+    if data.train:
+        return data
+    paths = ptb_paths(cache_dir() / "ptb")
+    valid = data.valid or [str(paths["valid"])]
+    return DataConfig(**{**data.__dict__, "train": [str(paths["train"])], "valid": valid})
+
+
+def ptb_test_path() -> Path:
+    return ptb_paths(cache_dir() / "ptb")["test"]
+
+
+def make_corpus(specs: list, data: DataConfig) -> Corpus:
+    from elmo_dist.data import resolve_corpus_paths
+    return Corpus(resolve_corpus_paths(specs), tokenizer=data.tokenizer, max_line_bytes=data.max_line_bytes)
+
+
+def build_vocabulary(data: DataConfig, progress: bool = True) -> tuple[Vocabulary, SkipReport]:
+    report = SkipReport()
+    counts = count_words(make_corpus(data.train, data), report, progress=progress)
+    if not counts:
+        raise ValueError(f"the training corpus {data.train} holds no tokens ({report.summary()})")
+    return Vocabulary.build(counts, min_count=data.vocab_min_count, max_size=data.vocab_max_size), report
+
+
+def vocab_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "vocab.txt"
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    return RunConfig.load(Path(run_dir) / "config.json")
+
+
+def load_model(run_dir: Path, checkpoint: Optional[Path] = None, stateful: bool = True) -> tuple[BiLM, RunConfig, Vocabulary]:
+    """The biLM of a run from its latest valid (or the given) checkpoint, in eval mode."""
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    vocab = Vocabulary.from_file(vocab_path(run_dir))
+    if checkpoint is not None:
+        _, state_and_meta = checkpoint, load_checkpoint(checkpoint)
+        state = state_and_meta[0]
+    else:
+        found = latest_valid(run_dir)
+        if found is None:
+            raise CheckpointError(f"{run_dir}: no loadable checkpoint under {run_dir / 'checkpoints'}; train first with `elmo-dist pretrain --run-dir {run_dir}`")
+        state = found[1]
+    model = BiLM(cfg.model, stateful=stateful)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, cfg, vocab
+
+
+def write_json(path: Path, payload: dict) -> None:
+    from elmo_dist.utils import atomic_write_text
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() else torch.device("cpu")
