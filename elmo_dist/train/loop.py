@@ -168,7 +168,7 @@ def pretrain(cfg: Optional[RunConfig], run_dir: Path, resume: bool = False, prog
             ckpt.save_checkpoint(run_dir, step, saved, {rank: batcher.state_dict()},
                                  {"reason": reason, "config": cfg.to_dict()}, tc.keep_checkpoints)
 
-    if not resume and is_main and valid_corpus is not None and tc.eval_every:
+    if not resume and is_main and valid_corpus is not None:
         untrained = run_eval(tc.eval_max_batches)
         logger.log({"kind": "eval", "step": 0, **untrained})
         print(f"untrained model: valid ppl fwd {untrained['ppl_fwd']:.1f} bwd {untrained['ppl_bwd']:.1f}")
