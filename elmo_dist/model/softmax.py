@@ -17,6 +17,11 @@ from torch import Tensor, nn
 from .config import ModelConfig
 
 
+def _fp32_at_least(x: Tensor) -> Tensor:
+    """Log-softmax in at least fp32 (bf16 autocast inputs), float64 left as it is."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 class FullSoftmax(nn.Module):
     def __init__(self, dim: int, vocab_size: int):
         super().__init__()
@@ -50,7 +55,7 @@ class AdaptiveSoftmax(nn.Module):
 
     def nll(self, hidden: Tensor, targets: Tensor) -> Tensor:
         """hidden (N, P), targets (N,) -> nll (N,), running each tail only on its own rows."""
-        head_logp = F.log_softmax(self.head(hidden).float(), dim=-1)  # (N, shortlist + n)
+        head_logp = F.log_softmax(_fp32_at_least(self.head(hidden)), dim=-1)  # (N, shortlist + n)
         in_head = targets < self.shortlist
         # Head words read their own logit; tail words read their cluster's logit first.
         cluster = torch.bucketize(targets, torch.tensor(self.cutoffs[:-1], device=targets.device), right=True)
@@ -60,18 +65,18 @@ class AdaptiveSoftmax(nn.Module):
             rows = (cluster == k + 1).nonzero(as_tuple=True)[0]
             if rows.numel() == 0:
                 continue
-            tail_logp = F.log_softmax(tail(hidden.index_select(0, rows)).float(), dim=-1)  # (n_k, size_k)
+            tail_logp = F.log_softmax(_fp32_at_least(tail(hidden.index_select(0, rows))), dim=-1)  # (n_k, size_k)
             local = (targets.index_select(0, rows) - self.cutoffs[k]).unsqueeze(1)
             logp = logp.index_add(0, rows, tail_logp.gather(1, local).squeeze(1))
         return -logp
 
     def log_probs(self, hidden: Tensor) -> Tensor:
         """Full (N, V) log-probabilities (for evaluation and tests)."""
-        head_logp = F.log_softmax(self.head(hidden).float(), dim=-1)
+        head_logp = F.log_softmax(_fp32_at_least(self.head(hidden)), dim=-1)
         parts = [head_logp[:, :self.shortlist]]
         for k, tail in enumerate(self.tails):
             parts.append(head_logp[:, self.shortlist + k:self.shortlist + k + 1]
-                         + F.log_softmax(tail(hidden).float(), dim=-1))
+                         + F.log_softmax(_fp32_at_least(tail(hidden)), dim=-1))
         return torch.cat(parts, dim=1)
 
 
