@@ -1,0 +1,70 @@
+"""End-to-end training throughput on CPU: one optimizer step of the real path (PTB windows from
+the WindowBatcher, the biLM, the DeepSpeed engine, Adagrad, clipping) per preset.
+
+    python -m pytest benchmarks/bench_train.py --benchmark-only
+
+tokens_per_s = batch rows x window / median step time. The FLOP count per token (forward +
+backward ~ 3x forward matmul FLOPs) gives the achieved GFLOP/s.
+"""
+import pytest
+import torch
+
+from benchmarks.conftest import median_s
+
+from elmo_dist.data import Corpus, Vocabulary, WindowBatcher, count_words, ptb_paths
+from elmo_dist.model import BiLM, preset
+from elmo_dist.train.distributed import build_optimizer, deepspeed_config, initialize_engine
+from elmo_dist.train.config import OptimConfig, TrainConfig
+from elmo_dist.train.loop import LMObjective
+from elmo_dist.train.rundir import cache_dir
+
+B, T = 32, 20
+
+
+@pytest.fixture(scope="module")
+def ptb():
+    paths = ptb_paths(cache_dir() / "ptb")
+    corpus = Corpus([paths["train"]])
+    return corpus, Vocabulary.build(count_words(corpus))
+
+
+def forward_flops_per_token(model: BiLM, unique_fraction: float) -> float:
+    """Matmul/conv FLOPs of one token's forward pass (2 per multiply-add)."""
+    c = model.config
+    cnn = sum(w * c.char_embed_dim * n * (c.max_characters_per_token - w + 1) for w, n in c.filters)
+    highway = c.n_highway * 2 * c.n_filters ** 2
+    proj = c.n_filters * c.projection_dim
+    lstm = 2 * c.n_layers * (2 * c.projection_dim * 4 * c.lstm_dim + c.lstm_dim * c.projection_dim)
+    softmax = 2 * c.projection_dim * c.vocab_size  # both directions score every token
+    return 2.0 * ((cnn + highway + proj) * unique_fraction + lstm + softmax)
+
+
+@pytest.mark.parametrize("name", ["tiny", "small"])
+def test_train_step(benchmark, ptb, name):
+    corpus, vocab = ptb
+    torch.manual_seed(0)
+    bilm = BiLM(preset(name, vocab_size=len(vocab)))
+    optim_cfg, train_cfg = OptimConfig(), TrainConfig(batch_size=B, num_steps=T)
+    engine = initialize_engine(LMObjective(bilm), build_optimizer(bilm.parameters(), optim_cfg),
+                               deepspeed_config(train_cfg, optim_cfg))
+    batches = iter(WindowBatcher(corpus, vocab, B, T))
+    state = [None]
+    uniques = []
+
+    def step():
+        batch = next(batches)
+        uniques.append(torch.unique(batch.char_ids.view(-1, 50), dim=0).shape[0] / (B * T))
+        out, new_state = engine(batch.char_ids, batch.fwd_targets, batch.bwd_targets, state[0])
+        engine.backward(out.loss)
+        engine.step()
+        state[0] = new_state.detach()
+
+    benchmark.group = "train-step"
+    benchmark.pedantic(step, rounds=8 if name == "tiny" else 4, warmup_rounds=1)
+    median = median_s(benchmark)
+    if median is None:  # --benchmark-disable: ran once, nothing to record
+        return
+    frac = sum(uniques) / len(uniques)
+    flops = 3 * forward_flops_per_token(bilm, frac) * B * T
+    benchmark.extra_info.update(preset=name, tokens_per_s=B * T / median, gflop_per_s=flops / median / 1e9,
+                                unique_token_fraction=frac, params_millions=bilm.num_parameters() / 1e6)
