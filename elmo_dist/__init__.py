@@ -1,8 +1,8 @@
 """elmo-dist: pretrain ELMo bidirectional language models and use their layers.
 
-Public API (stable): ``BiLM``, ``ModelConfig``, ``batch_to_ids``.
+Public API (stable): ``BiLM``, ``ModelConfig``, ``Elmo``, ``ScalarMix``, ``batch_to_ids``.
 """
-from .model import BiLM, ModelConfig, preset
+from .model import BiLM, Elmo, ModelConfig, ScalarMix, preset
 
 __version__ = "0.1.0"
 
@@ -15,4 +15,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'elmo_dist' has no attribute {name!r}")
 
 
-__all__ = ["BiLM", "ModelConfig", "preset", "batch_to_ids", "__version__"]
+__all__ = ["BiLM", "Elmo", "ModelConfig", "ScalarMix", "preset", "batch_to_ids", "__version__"]

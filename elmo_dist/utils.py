@@ -27,6 +27,14 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         raise
 
 
-def atomic_write_text(path: Path | str, text: str) -> None:
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Writes ``data`` to ``path`` atomically, flushed to disk before the rename."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))

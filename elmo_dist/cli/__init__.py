@@ -14,6 +14,8 @@ SUBCOMMANDS = {
     "vocab": ("elmo_dist.cli.vocab", "build a bilm-tf vocabulary file from a corpus"),
     "pretrain": ("elmo_dist.cli.pretrain", "pretrain a biLM (new run or --resume) with DeepSpeed"),
     "evaluate": ("elmo_dist.cli.evaluate", "forward, backward and average perplexity of a run on a corpus"),
+    "export": ("elmo_dist.cli.export", "sentence embeddings to HDF5 (--all/--top/--average), or token embeddings of a vocabulary"),
+    "convert": ("elmo_dist.cli.convert", "run directory <-> bilm-tf/AllenNLP options.json + lm_weights.hdf5"),
 }
 
 

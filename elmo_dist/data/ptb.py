@@ -9,11 +9,12 @@ that PTB goes through exactly the same reader, vocabulary and batcher as a user'
 from __future__ import annotations
 
 import os
-import tempfile
+
 from pathlib import Path
 
-PTB_SPLITS = ("train", "valid", "test")
+from elmo_dist.utils import atomic_write_bytes
 
+PTB_SPLITS = ("train", "valid", "test")
 
 def _load_penn() -> dict[str, str]:
     try:
@@ -30,22 +31,6 @@ def _load_penn() -> dict[str, str]:
         )
     return penn
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def ptb_paths(cache_dir: str | os.PathLike) -> dict[str, Path]:
     """Paths of ``ptb.{train,valid,test}.txt`` in ``cache_dir``, written there if needed.
 
@@ -60,6 +45,6 @@ def ptb_paths(cache_dir: str | os.PathLike) -> dict[str, Path]:
         data = penn[split].encode("utf-8")
         path = cache_dir / f"ptb.{split}.txt"
         if not (path.is_file() and path.stat().st_size == len(data)):
-            _write_atomic(path, data)
+            atomic_write_bytes(path, data)
         paths[split] = path
     return paths

@@ -9,16 +9,16 @@ pure function of its counts.
 from __future__ import annotations
 
 import os
-import tempfile
+
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from elmo_dist.data.chars import BOS_TOKEN, EOS_TOKEN, UNK_TOKEN
 from elmo_dist.data.corpus import Corpus, SkipReport
+from elmo_dist.utils import atomic_write_text
 
 SPECIAL_TOKENS = (BOS_TOKEN, EOS_TOKEN, UNK_TOKEN)
-
 
 class Vocabulary:
     """An ordered list of distinct words with O(1) word -> id lookup.
@@ -94,18 +94,7 @@ class Vocabulary:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the file atomically: a temporary file in the same folder, then ``os.replace``."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.write("\n".join(self._words) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(path, "\n".join(self._words) + "\n")
 
     def __len__(self) -> int:
         return len(self._words)
@@ -137,7 +126,6 @@ class Vocabulary:
         """Ids of ``tokens``, unknown words mapped to ``unk_id``."""
         get, unk = self._index.get, self.unk_id
         return [get(t, unk) for t in tokens]
-
 
 def count_words(corpus: Corpus, report: SkipReport | None = None, progress: bool = False) -> Counter:
     """Token counts over every kept line of ``corpus`` (no ``<S>``/``</S>`` added).

@@ -164,6 +164,19 @@ class BiLM(nn.Module):
         out = stacked[:, :, 1:T + 1] * mask[:, None, :, None]  # (B, L+1, T, 2P)
         return BiLMOutput(out, mask)
 
+    # ----------------------------------------------------------------- ELMo format
+    @classmethod
+    def from_allennlp(cls, options_file, weight_file, softmax_file=None, stateful: bool = True,
+                      **overrides) -> "BiLM":
+        """A biLM from bilm-tf/AllenNLP options.json + lm_weights.hdf5, in eval mode (see allennlp_format)."""
+        from .allennlp_format import load_allennlp
+        return load_allennlp(options_file, weight_file, softmax_file, stateful=stateful, **overrides)
+
+    def to_allennlp(self, out_dir, softmax: bool = True) -> dict:
+        """Writes options.json + lm_weights.hdf5 (+ softmax_weights.hdf5) into out_dir (see allennlp_format)."""
+        from .allennlp_format import save_allennlp
+        return save_allennlp(self, out_dir, softmax=softmax)
+
     def num_parameters(self, include_softmax: bool = False) -> int:
         total = sum(p.numel() for p in self.parameters())
         if not include_softmax and self.softmax is not None:

@@ -1,0 +1,120 @@
+"""elmo-dist export: sentence embeddings (HDF5) or a vocabulary's token embeddings."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Optional
+
+from .common import add_threads, apply_threads, parser, run_guarded
+
+DESCRIPTION = """\
+Embed the sentences of a text file (one per line) with a biLM and write HDF5 in the convention
+of AllenNLP's old `elmo` command: one float32 dataset per line, key = 0-based line number,
+(L+1, T, 2P) with --all, (T, 2P) with --top or --average; plus `sentence_to_index`, a JSON map
+from sentence to key. The model comes from a run directory (--run-dir) or from bilm-tf/AllenNLP
+files (--options and --weights).
+
+  elmo-dist export sentences.txt out.hdf5 --top --run-dir runs/ptb
+  elmo-dist export sentences.txt out.hdf5 --all --options options.json --weights lm_weights.hdf5
+  elmo-dist export --vocab-embeddings vocab.txt tokens.hdf5 --run-dir runs/ptb
+
+Stateless by default: each sentence's vectors depend on that sentence only (batches are formed
+by length). --stateful carries each batch row's LSTM state to the next batch in file order,
+as AllenNLP's ElmoEmbedder did. A blank line gets an empty dataset (T = 0); a line over
+--max-tokens tokens is cut to --max-tokens; both are counted in the closing report. The output
+is written under a temporary name and renamed when complete.
+
+--vocab-embeddings VOCAB writes context-independent token embeddings instead (bilm-tf's
+dump_token_embeddings): dataset `embedding` (V, P), the character-CNN output of each word of the
+vocabulary file, and `words` (V,).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = parser("elmo-dist export", DESCRIPTION)
+    p.add_argument("input", type=Path, nargs="?", default=None,
+                   help="text file, one sentence per line (not with --vocab-embeddings)")
+    p.add_argument("output", type=Path, help="HDF5 file to write")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--all", dest="mode", action="store_const", const="all",
+                      help="write every layer, (L+1, T, 2P) per sentence (the default)")
+    mode.add_argument("--top", dest="mode", action="store_const", const="top", help="write the top layer, (T, 2P)")
+    mode.add_argument("--average", dest="mode", action="store_const", const="average",
+                      help="write the mean of the layers, (T, 2P)")
+    mode.add_argument("--vocab-embeddings", type=Path, default=None, metavar="VOCAB",
+                      help="write the token embeddings of the words in VOCAB (one per line) instead")
+    g = p.add_argument_group("model (a run directory, or AllenNLP files)")
+    g.add_argument("--run-dir", type=Path, default=None, help="run directory made by `elmo-dist pretrain`")
+    g.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint directory of the run (default: the latest valid)")
+    g.add_argument("--options", type=Path, default=None, help="bilm-tf/AllenNLP options.json")
+    g.add_argument("--weights", type=Path, default=None, help="bilm-tf/AllenNLP lm_weights.hdf5")
+    g = p.add_argument_group("input and batching")
+    g.add_argument("--tokenizer", default="whitespace", help="whitespace (pre-tokenized), treebank, nltk or toktok")
+    g.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
+    g.add_argument("--batch-tokens", type=int, default=4096, help="at most this many padded tokens per batch (stateless)")
+    g.add_argument("--max-tokens", type=int, default=1000, help="cut longer lines to this many tokens")
+    g.add_argument("--stateful", action="store_true",
+                   help="carry LSTM state from batch to batch along each row, in file order (AllenNLP's behaviour)")
+    g.add_argument("--device", default=None, help="cpu or cuda[:k] (default: cuda when available)")
+    g.add_argument("--report", type=Path, default=None, help="also write the closing report as JSON here")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threads(p)
+    return p
+
+
+def load_bilm(args, stateful: bool):
+    """The biLM named by --run-dir or --options/--weights, in eval mode on the chosen device."""
+    import torch
+    if args.run_dir is not None and (args.options or args.weights):
+        raise ValueError("give either --run-dir or --options/--weights, not both")
+    if args.run_dir is not None:
+        from elmo_dist.train.rundir import load_model
+        model, _, _ = load_model(args.run_dir, args.checkpoint, stateful=stateful)
+    elif args.options and args.weights:
+        from elmo_dist.model import BiLM
+        model = BiLM.from_allennlp(args.options, args.weights, stateful=stateful)
+    else:
+        raise ValueError("no model: give --run-dir RUN, or --options options.json and --weights lm_weights.hdf5")
+    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def run() -> int:
+        apply_threads(args.threads)
+        if args.vocab_embeddings is not None:
+            if args.input is not None:
+                raise ValueError("--vocab-embeddings VOCAB takes only the OUTPUT path; drop the extra input file")
+            from elmo_dist.export import export_token_embeddings
+            counts = export_token_embeddings(load_bilm(args, stateful=False), args.vocab_embeddings, args.output)
+            line = f"wrote {args.output}: token embeddings of {counts['words']} words, dim {counts['dim']}"
+            if counts["blank_lines"]:
+                line += f" ({counts['blank_lines']} blank lines of {args.vocab_embeddings} skipped)"
+            print(line)
+            if args.report:
+                _write_report(args.report, counts)
+            return 0
+        if args.input is None:
+            raise ValueError("give INPUT OUTPUT (a text file to embed and the HDF5 file to write)")
+        from elmo_dist.data.tokenize import get_tokenizer
+        from elmo_dist.export import Embedder, export_sentences
+        tokenizer = get_tokenizer(args.tokenizer)
+        embedder = Embedder(load_bilm(args, stateful=args.stateful), stateful=args.stateful)
+        report = export_sentences(embedder, args.input, args.output, mode=args.mode or "all", tokenizer=tokenizer,
+                                  batch_size=args.batch_size, max_batch_tokens=args.batch_tokens,
+                                  max_tokens=args.max_tokens, progress=not args.no_progress)
+        print(f"wrote {args.output} ({args.mode or 'all'}, {'stateful' if args.stateful else 'stateless'}): "
+              f"{report.summary()}")
+        if args.report:
+            _write_report(args.report, report.as_dict())
+        return 0
+
+    return run_guarded("elmo-dist export", run)
+
+
+def _write_report(path: Path, payload: dict) -> None:
+    from elmo_dist.utils import atomic_write_text
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
