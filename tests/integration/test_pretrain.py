@@ -136,3 +136,25 @@ def test_bad_corpus_lines_are_reported_not_fatal(tmp_path, capsys):
     report = json.loads((tmp_path / "r" / "data_report.json").read_text())
     assert report["invalid_utf8"] == 1 and report["blank"] >= 2 and report["empty_files"] == 1
     assert "invalid UTF-8" in capsys.readouterr().out
+
+
+def test_bf16_autocast_trains(tmp_path, corpus):
+    summary = pretrain(micro_run_config(*corpus, precision="bf16", max_steps=3), tmp_path / "bf16", progress=False)
+    assert summary["step"] == 3 and math.isfinite(summary["valid"]["ppl_fwd"])
+    state = torch.load(list_checkpoints(tmp_path / "bf16")[-1] / "state.pt", weights_only=True)
+    assert all(t.dtype == torch.float32 for t in state["model"].values() if t.is_floating_point())
+
+
+def test_cli_vocab(tmp_path, corpus, capsys):
+    train, _ = corpus
+    out = tmp_path / "vocab.txt"
+    assert cli(["vocab", str(train), "--out", str(out), "--min-count", "2", "--no-progress"]) == 0
+    words = out.read_text(encoding="utf-8").split("\n")[:-1]
+    assert words[:3] == ["<S>", "</S>", "<UNK>"]
+    counts = {}
+    for line in train.read_text(encoding="utf-8").splitlines():
+        for w in line.split():
+            counts[w] = counts.get(w, 0) + 1
+    expected = sorted((w for w, c in counts.items() if c >= 2), key=lambda w: (-counts[w], w))
+    assert words[3:] == expected
+    assert cli(["vocab", str(tmp_path / "none.txt"), "--out", str(out)]) == 2
