@@ -27,4 +27,13 @@ Gradients flow to xw, w_rec, w_proj, h0 and c0.
 """
 from .lstmp_torch import lstmp_sequence as lstmp_sequence_torch
 
-__all__ = ["lstmp_sequence_torch"]
+__all__ = ["lstmp_sequence_torch", "triton_available"]
+
+
+def triton_available() -> bool:
+    """True when triton imports (the fused kernel in ``lstmp_triton`` needs it, and CUDA)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True

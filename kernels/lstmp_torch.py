@@ -24,21 +24,22 @@ from torch import Tensor
 
 
 def _forward(xw, w_rec, w_proj, h0, c0, mask, cell_clip, proj_clip, reverse):
-    """Runs the recurrence; returns out (B, T, P) and the buffers backward needs."""
+    """Runs the recurrence; returns out (B, T, P) and the buffers backward needs.
+
+    Buffers are indexed by processing order k, not by position t, so that "previous state" is
+    always slot k and the new state slot k + 1 in both directions.
+    """
     B, T, four_h = xw.shape
     H = four_h // 4
     P = w_proj.shape[1]
     gates = torch.empty(T, B, four_h, dtype=xw.dtype, device=xw.device)  # activated i, f, o, j
-    cells = torch.empty(T + 1, B, H, dtype=xw.dtype, device=xw.device)  # c_{-1}, c_0 .. c_{T-1}
-    hs = torch.empty(T + 1, B, P, dtype=xw.dtype, device=xw.device)  # h_{-1}, h_0 .. h_{T-1}
+    cells = torch.empty(T + 1, B, H, dtype=xw.dtype, device=xw.device)  # c_{-1}, then per step
+    hs = torch.empty(T + 1, B, P, dtype=xw.dtype, device=xw.device)  # h_{-1}, then per step
     ms = torch.empty(T, B, H, dtype=xw.dtype, device=xw.device)  # o * tanh(c) per step
-    out = torch.empty(B, T, P, dtype=xw.dtype, device=xw.device)
     cells[0].copy_(c0)
     hs[0].copy_(h0)
     xw_t_major = xw.transpose(0, 1)  # (T, B, 4H) view
     steps = range(T - 1, -1, -1) if reverse else range(T)
-    # Buffers are indexed by processing order k, not by position t, so that "previous state"
-    # is always slot k and the new state slot k + 1 in both directions.
     for k, t in enumerate(steps):
         z = gates[k]  # (B, 4H)
         torch.addmm(xw_t_major[t], hs[k], w_rec, out=z)
@@ -58,27 +59,41 @@ def _forward(xw, w_rec, w_proj, h0, c0, mask, cell_clip, proj_clip, reverse):
         if proj_clip is not None:
             h.clamp_(-proj_clip, proj_clip)
         if mask is not None:
-            keep = mask[:, t].unsqueeze(1)  # (B, 1) bool
-            out[:, t] = h * keep
             # Padding: carry the previous state through unchanged.
+            keep = mask[:, t].unsqueeze(1)  # (B, 1) bool
             torch.where(keep, h, hs[k], out=h)
             torch.where(keep, c, cells[k], out=c)
-        else:
-            out[:, t] = h
+    # One copy for all steps instead of one per step: (T, B, P) by k -> (B, T, P) by t.
+    out_k = hs[1:] if mask is None else hs[1:] * _k_major(mask, reverse).unsqueeze(2)
+    out = (out_k.flip(0) if reverse else out_k).transpose(0, 1).contiguous()
     return out, gates, cells, hs, ms
+
+
+def _k_major(x, reverse):
+    """(B, T, ...) indexed by position -> (T, B, ...) indexed by processing order."""
+    x = x.transpose(0, 1)
+    return x.flip(0) if reverse else x
 
 
 def _backward(grad_out, grad_hT, grad_cT, gates, cells, hs, ms, w_rec, w_proj, mask,
               cell_clip, proj_clip, reverse):
-    """Reverse-time recurrence; returns grads for xw, w_rec, w_proj, h0, c0."""
+    """Reverse-time recurrence; returns grads for xw, w_rec, w_proj, h0, c0.
+
+    Per step: two matmuls and ~15 elementwise ops on (B, H) tiles that stay in cache.
+    (Precomputing the gate-derivative factors for all steps at once was measured slower: it
+    streams several (T, B, 4H) tensors through memory.) dz is written straight into the
+    (B, T, 4H) gradient of xw, so no reordering copy is needed after the loop.
+    """
     T, B, four_h = gates.shape
     H = four_h // 4
-    dz_all = torch.empty_like(gates)  # (T, B, 4H), by processing order
-    dh_raw_all = torch.empty(T, B, w_proj.shape[1], dtype=gates.dtype, device=gates.device)
+    P = w_proj.shape[1]
+    one = gates.new_ones(())
+    grad_xw = torch.empty(B, T, four_h, dtype=gates.dtype, device=gates.device)
+    dh_raw_all = torch.empty(T, B, P, dtype=gates.dtype, device=gates.device)  # by processing order
     dh = grad_hT.clone() if grad_hT is not None else torch.zeros_like(hs[0])  # (B, P)
     dc = grad_cT.clone() if grad_cT is not None else torch.zeros_like(cells[0])  # (B, H)
-    w_rec_t = w_rec.t()
-    w_proj_t = w_proj.t()
+    # A contiguous (4H, P) copy: dz @ w_rec^T measured ~10% faster than through a transposed view.
+    w_rec_t, w_proj_t = w_rec.t().contiguous(), w_proj.t()
     steps = list(range(T - 1, -1, -1) if reverse else range(T))
     for k in range(T - 1, -1, -1):
         t = steps[k]
@@ -87,42 +102,40 @@ def _backward(grad_out, grad_hT, grad_cT, gates, cells, hs, ms, w_rec, w_proj, m
             keep = mask[:, t].unsqueeze(1).to(dh.dtype)  # (B, 1)
             # The state passed through where keep == 0: its gradient skips this step.
             dh_skip, dc_skip = dh * (1 - keep), dc * (1 - keep)
-            dh = dh * keep
-            dc = dc * keep
+            dh, dc = dh * keep, dc * keep
             if g_out is not None:
-                dh = dh + g_out * keep
+                dh = dh.addcmul_(g_out, keep)
         elif g_out is not None:
             dh = dh + g_out
-        h = hs[k + 1]
+        dh_raw = dh_raw_all[k]
         if proj_clip is not None:
-            dh = dh * (h.abs() < proj_clip)
-        dh_raw_all[k] = dh
-        dm = dh @ w_proj_t  # (B, H)
+            torch.mul(dh, hs[k + 1].abs() < proj_clip, out=dh_raw)
+        else:
+            dh_raw.copy_(dh)
+        dm = dh_raw @ w_proj_t  # (B, H)
         z = gates[k]
         i, f, o, j = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H], z[:, 3 * H:]
         c = cells[k + 1]
         tc = torch.tanh(c)
-        dc = dc + dm * o * (1 - tc * tc)
+        do = dm * tc
+        dm.mul_(o)
+        dc.addcmul_(dm, torch.addcmul(one, tc, tc, value=-1))  # += dm * o * (1 - tanh(c)^2)
         if cell_clip is not None:
-            dc = dc * (c.abs() < cell_clip)
-        dz = dz_all[k]
-        c_prev = cells[k]
-        torch.mul(dc * j, i * (1 - i), out=dz[:, :H])
-        torch.mul(dc * c_prev, f * (1 - f), out=dz[:, H:2 * H])
-        torch.mul(dm * tc, o * (1 - o), out=dz[:, 2 * H:3 * H])
-        torch.mul(dc * i, 1 - j * j, out=dz[:, 3 * H:])
+            dc.mul_(c.abs() < cell_clip)
+        dz = grad_xw[:, t]  # (B, 4H) strided view into the (B, T, 4H) result
+        torch.mul(dc * j, torch.addcmul(i, i, i, value=-1), out=dz[:, :H])  # i (1 - i)
+        torch.mul(dc * cells[k], torch.addcmul(f, f, f, value=-1), out=dz[:, H:2 * H])
+        torch.mul(do, torch.addcmul(o, o, o, value=-1), out=dz[:, 2 * H:3 * H])
+        torch.mul(dc * i, torch.addcmul(one, j, j, value=-1), out=dz[:, 3 * H:])  # 1 - j^2
         dh = dz @ w_rec_t  # (B, P)
         dc = dc * f
         if mask is not None:
-            dh = dh + dh_skip
-            dc = dc + dc_skip
-    # Weight gradients: one matmul over all T*B rows each.
-    P = w_proj.shape[1]
-    grad_w_rec = hs[:-1].reshape(-1, P).t() @ dz_all.reshape(-1, four_h)  # (P, 4H)
+            dh.add_(dh_skip)
+            dc.add_(dc_skip)
+    # Weight gradients: one matmul over all T*B rows each (rows paired by position t).
+    h_prev = (hs[:-1].flip(0) if reverse else hs[:-1]).transpose(0, 1).reshape(-1, P)  # (B*T, P) by (b, t)
+    grad_w_rec = h_prev.t() @ grad_xw.reshape(-1, four_h)  # (P, 4H)
     grad_w_proj = ms.reshape(-1, H).t() @ dh_raw_all.reshape(-1, P)  # (H, P)
-    grad_xw = torch.empty(B, T, four_h, dtype=gates.dtype, device=gates.device)
-    order = torch.tensor(steps, device=gates.device)
-    grad_xw[:, order] = dz_all.transpose(0, 1)
     return grad_xw, grad_w_rec, grad_w_proj, dh, dc
 
 

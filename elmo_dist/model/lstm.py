@@ -17,7 +17,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor, nn
 
-from elmo_dist_kernels import lstmp_sequence_torch
+from elmo_dist_kernels import lstmp_sequence_torch, triton_available
 
 from .config import ModelConfig
 
@@ -54,13 +54,7 @@ def _reference_impl(*args):
 def resolve_impl(name: str, device: torch.device) -> str:
     """auto -> triton on CUDA, torch elsewhere; triton on a CPU tensor is an error that says why."""
     if name == "auto":
-        if device.type == "cuda":
-            try:
-                import triton  # noqa: F401
-                return "triton"
-            except ImportError:
-                return "torch"
-        return "torch"
+        return "triton" if device.type == "cuda" and triton_available() else "torch"
     if name == "triton" and device.type != "cuda":
         import os
         if os.environ.get("TRITON_INTERPRET") != "1":
