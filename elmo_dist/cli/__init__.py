@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "evaluate": ("elmo_dist.cli.evaluate", "forward, backward and average perplexity of a run on a corpus"),
     "export": ("elmo_dist.cli.export", "sentence embeddings to HDF5 (--all/--top/--average), or token embeddings of a vocabulary"),
     "convert": ("elmo_dist.cli.convert", "run directory <-> bilm-tf/AllenNLP options.json + lm_weights.hdf5"),
+    "classify": ("elmo_dist.cli.classify", "train and evaluate a text classifier on ELMo layers (default: BBC News), with baselines"),
 }
 
 

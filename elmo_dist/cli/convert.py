@@ -24,7 +24,7 @@ lm_weights.hdf5), in either direction.
       `elmo-dist pretrain --resume --run-dir RUN [--max-steps N]` fine-tunes it on the corpus.
       Without --vocab the vocabulary is built from --corpus (default: PTB train) as pretrain
       does. --softmax-weights reuses a softmax written by --to-allennlp (its vocabulary must be
-      the one given). The run resumes on one process.
+      the one given). A failure leaves no half-made run directory.
 """
 
 
@@ -69,16 +69,9 @@ def to_allennlp(run: Path, out_dir: Path, checkpoint: Optional[Path]) -> dict:
 def from_allennlp(options: Path, weights: Path, run_dir: Path, vocab_file: Optional[Path],
                   softmax_file: Optional[Path], pretrain_argv: list[str], progress: bool) -> Path:
     """Makes run_dir from AllenNLP files; returns the checkpoint written (see DESCRIPTION)."""
-    import torch
-
-    from elmo_dist.data import WindowBatcher
     from elmo_dist.model import BiLM
-    from elmo_dist.model.allennlp_format import load_softmax, load_weights, read_options, read_softmax_config
+    from elmo_dist.model.allennlp_format import load_weights, read_options, read_softmax_config
     from elmo_dist.train import RunConfig
-    from elmo_dist.train.checkpoint import save_checkpoint
-    from elmo_dist.train.distributed import build_optimizer
-    from elmo_dist.train.loop import prepare_run
-    from elmo_dist.train.rundir import make_corpus
 
     from . import pretrain
 
@@ -99,7 +92,31 @@ def from_allennlp(options: Path, weights: Path, run_dir: Path, vocab_file: Optio
     load_weights(imported, weights)
     if softmax_file is not None:
         read_softmax_config(softmax_file)
-    cfg, vocab = prepare_run(RunConfig(model_cfg, base.data, base.optim, base.train), run_dir, vocab_file, progress)
+    created = not Path(run_dir).exists()
+    try:
+        return _make_run(RunConfig(model_cfg, base.data, base.optim, base.train), run_dir, vocab_file, progress,
+                         imported, softmax_file, {"options": str(Path(options).resolve()),
+                                                  "weights": str(Path(weights).resolve())})
+    except BaseException:
+        if created:  # leave no half-made run directory behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _make_run(cfg, run_dir: Path, vocab_file: Optional[Path], progress: bool, imported, softmax_file: Optional[Path],
+              source: dict) -> Path:
+    """Writes config.json, vocab.txt and the step-0 checkpoint of the imported biLM into run_dir."""
+    import torch
+
+    from elmo_dist.data import WindowBatcher
+    from elmo_dist.model import BiLM
+    from elmo_dist.model.allennlp_format import load_softmax, read_softmax_config
+    from elmo_dist.train.checkpoint import save_checkpoint
+    from elmo_dist.train.distributed import build_optimizer
+    from elmo_dist.train.loop import prepare_run
+    from elmo_dist.train.rundir import make_corpus
+
+    cfg, vocab = prepare_run(cfg, run_dir, vocab_file, progress)
     if softmax_file is not None:
         saved = read_softmax_config(softmax_file)
         if saved["vocab_size"] != len(vocab) or saved["softmax"] != cfg.model.softmax:
@@ -120,8 +137,8 @@ def from_allennlp(options: Path, weights: Path, run_dir: Path, vocab_file: Optio
         "optimizer": build_optimizer(model.parameters(), cfg.optim).state_dict(),
         "step": 0, "tokens_seen": 0, "rng_cpu": torch.get_rng_state(), "lstm_state_rank0": {},
     }
-    meta = {"reason": "converted", "config": cfg.to_dict(),
-            "source": {"options": str(Path(options).resolve()), "weights": str(Path(weights).resolve())}}
+    meta = {"reason": "converted", "config": cfg.to_dict(), "source": source, "world_size": 1,
+            "grad_accum_steps": tc.grad_accum_steps}
     return save_checkpoint(run_dir, 0, state, {0: batcher.state_dict()}, meta, tc.keep_checkpoints)
 
 

@@ -4,14 +4,16 @@ The character CNN costs about four times the LSTMs per token slot (~37 vs ~9 MFL
 ``small`` sizes, which is why AllenNLP's ELMo spends ~80% of its time in it), yet its output
 depends only on the word. ``Embedder`` keeps the CNN output of every word it has seen in one
 growing table, so after the first few batches of a corpus almost no token goes through the CNN
-(PTB: 10k distinct words); the table is emptied when it would pass ``cache_size`` words.
+(PTB: 10k distinct words); the table is emptied when it would pass its size (``cache_mb``).
 Padding slots never go through the CNN or cost a lookup.
 
 Stateless (the default): every batch starts from a zero LSTM state, so a sentence's vectors do
-not depend on what was embedded before it. This path builds the token inputs from the cache and
-runs the two LSTM stacks directly (``BiLM.run_stacks``). Stateful (``stateful=True``): each batch
-goes through ``BiLM.forward`` on a stateful biLM, carrying every row's state to the next batch
-(AllenNLP's behaviour); the cache is not used there.
+not depend on what was embedded before it. This path takes the token inputs from the cache,
+together with each word's first-layer input projection for both directions (x W_in + B, which
+depends on the word alone: a third of the first layer's matmuls), and runs the LSTM stacks on
+packed sequences with no padding (``packed_lstm.PackedBiLM``; same outputs to ~1e-7).
+Stateful (``stateful=True``): each batch goes through ``BiLM.forward`` on a stateful biLM,
+carrying every row's state to the next batch (AllenNLP's behaviour); the cache is not used there.
 """
 from __future__ import annotations
 
@@ -25,25 +27,39 @@ from elmo_dist.model import BiLM
 
 
 class TokenEmbeddingCache:
-    """word -> character-CNN output (P,), kept in one (capacity, P) tensor; row 0 is zeros (padding)."""
+    """word -> character-CNN output (P,) and, optionally, what the first LSTM layer of each
+    direction computes from it alone (x W_in + B, 4H each); one row per word in growing tables,
+    row 0 = padding (zeros). Emptied when a batch would take it past ``max_words``."""
 
-    def __init__(self, encoder, max_words: int = 200_000, encode_batch: int = 1024):
+    def __init__(self, encoder, max_words: int = 200_000, encode_batch: int = 1024, packed=None):
         if max_words < 1:
-            raise ValueError(f"cache_size must be >= 1; got {max_words}")
+            raise ValueError(f"cache size must be >= 1 word; got {max_words}")
         self.encoder, self.max_words, self.encode_batch = encoder, max_words, encode_batch
+        self.packed = packed  # a PackedBiLM: also cache the layer-0 input projections
         self.hits = self.misses = 0
         self.clear()
 
     def clear(self) -> None:
         p = self.encoder.proj.weight
         self._index: dict[str, int] = {}
-        self._table = p.new_zeros(1024, p.shape[0])  # (capacity, P); row 0 = padding
+        widths = [p.shape[0]] + ([4 * self.packed.hidden] * 2 if self.packed is not None else [])
+        self._tables = [p.new_zeros(1024, w) for w in widths]  # (capacity, width) each
 
     def __len__(self) -> int:
         return len(self._index)
 
-    def encode(self, words: Sequence[str]) -> Tensor:
-        """Character-CNN outputs of ``words`` without caching: (N, P)."""
+    @torch.inference_mode()
+    def encode(self, words: Sequence[str], parallel: bool = False) -> Tensor:
+        """Character-CNN outputs of ``words`` without caching: (N, P); ``parallel`` splits them
+        over two threads (see PackedBiLM.in_two_threads)."""
+        if parallel and self.packed is not None and len(words) >= 64:
+            half = len(words) // 2
+            a, b = self.packed.in_two_threads(lambda: self._encode(words[:half]), lambda: self._encode(words[half:]),
+                                              self.encoder.proj.weight.device)
+            return torch.cat([a, b])
+        return self._encode(words)
+
+    def _encode(self, words: Sequence[str]) -> Tensor:
         device = self.encoder.proj.weight.device
         parts = []
         for start in range(0, len(words), self.encode_batch):
@@ -51,52 +67,73 @@ class TokenEmbeddingCache:
             chars = torch.tensor([word_to_char_ids(w) for w in chunk], dtype=torch.long, device=device)
             parts.append(self.encoder.encode_unique(chars))  # (n, P)
         if not parts:
-            return self._table.new_zeros(0, self._table.shape[1])
+            return self._tables[0].new_zeros(0, self._tables[0].shape[1])
         return torch.cat(parts)
 
-    def rows(self, sentences: Sequence[Sequence[str]]) -> Tensor:
-        """(B, T) LongTensor of table rows for the words of ``sentences`` (0 = padding), encoding
-        the words not cached yet. Valid until the next call (the table may be emptied)."""
-        missing = {w for s in sentences for w in s if w not in self._index}
+    def _add(self, words: list, parallel: bool = False) -> None:
+        first = len(self._index) + 1
+        need = first + len(words)
+        if need > self._tables[0].shape[0]:
+            # Grow by 1.25x, not 2x: the tables are the export's largest allocation.
+            size = min(max(need, self._tables[0].shape[0] * 5 // 4), max(need, self.max_words + 1))
+            grown = []
+            for table in self._tables:
+                bigger = table.new_zeros(size, table.shape[1])
+                bigger[:first] = table[:first]
+                grown.append(bigger)
+            self._tables = grown
+        emb = self.encode(words, parallel)  # (n, P)
+        self._tables[0][first:need] = emb
+        for d in range(len(self._tables) - 1):
+            self._tables[d + 1][first:need] = self.packed.input_projection(emb, direction=d)
+        self._index.update((w, first + i) for i, w in enumerate(words))
+
+    def row_ids(self, words: Sequence[str], parallel: bool = False) -> list:
+        """Table rows of ``words`` (encoding those not cached yet; ``parallel``: the CNN in two
+        threads); valid until the next call."""
+        missing = {w for w in words if w not in self._index}
         if len(self._index) + len(missing) > self.max_words:
             self.clear()
-            missing = {w for s in sentences for w in s}
+            missing = set(words)
         if missing:
-            new = sorted(missing)
-            first = len(self._index) + 1
-            need = first + len(new)
-            if need > self._table.shape[0]:
-                grown = self._table.new_zeros(max(need, 2 * self._table.shape[0]), self._table.shape[1])
-                grown[:first] = self._table[:first]
-                self._table = grown
-            self._table[first:need] = self.encode(new)
-            self._index.update((w, first + i) for i, w in enumerate(new))
-        n_tokens = sum(len(s) for s in sentences)
+            self._add(sorted(missing), parallel)
         self.misses += len(missing)
-        self.hits += n_tokens - len(missing)
-        T = max((len(s) for s in sentences), default=0)
+        self.hits += len(words) - len(missing)
         get = self._index.__getitem__
-        rows = [[get(w) for w in s] + [0] * (T - len(s)) for s in sentences]
-        return torch.tensor(rows, dtype=torch.long, device=self._table.device).view(len(sentences), T)
+        return [get(w) for w in words]
 
-    def lookup(self, rows: Tensor) -> Tensor:
-        """(...,) rows -> (..., P) embeddings."""
-        return self._table.index_select(0, rows.reshape(-1)).view(*rows.shape, self._table.shape[1])
+    def lookup(self, rows: Tensor, table: int = 0, out: Optional[Tensor] = None) -> Tensor:
+        """(N,) rows -> (N, width): table 0 = token embeddings, 1 / 2 = forward / backward
+        layer-0 x W_in + B; into ``out`` when given."""
+        if out is None:
+            return self._tables[table].index_select(0, rows)
+        return torch.index_select(self._tables[table], 0, rows, out=out)
 
 
 class Embedder:
     """Embeds batches of tokenised sentences with a biLM in eval mode, without gradients.
 
     ``embed(sentences)`` returns all layers (B, n_layers + 1, T, 2P) with sentence boundaries
-    removed and zeros at padding, plus the lengths, exactly what ``BiLM.forward`` returns.
+    removed and zeros at padding, plus the lengths: what ``BiLM.forward`` returns.
+    ``cache_mb`` bounds the cache (each word costs (P + 8H) * 4 bytes: 33 KB at the ``small``
+    sizes, so the default 1024 MB holds ~31k words); it is emptied and refilled when full.
+    With ``parallel`` and 2+ torch threads, the two LSTM directions (and the CNN over new words,
+    in two halves) run in two threads at once, each with half of the intra-op threads.
+    The biLM's weights are read when the Embedder is made, and its ``stateful`` flag is set to
+    ``stateful``.
     """
 
-    def __init__(self, bilm: BiLM, stateful: bool = False, cache_size: int = 200_000):
+    def __init__(self, bilm: BiLM, stateful: bool = False, cache_mb: float = 1024.0, parallel: bool = True):
+        from .packed_lstm import PackedBiLM
         self.bilm = bilm.eval()
-        self.stateful = stateful
+        self.stateful, self.parallel = stateful, parallel
         self.bilm.stateful = stateful
         self.bilm.reset_state()
-        self.cache = TokenEmbeddingCache(bilm.encoder, cache_size)
+        cfg = bilm.config
+        per_word = 4 * (cfg.projection_dim + 8 * cfg.lstm_dim)
+        self.packed = PackedBiLM(bilm)
+        self.cache = TokenEmbeddingCache(bilm.encoder, max(1, int(cache_mb * 2 ** 20 / per_word)),
+                                         packed=self.packed)
 
     @property
     def device(self) -> torch.device:
@@ -122,19 +159,45 @@ class Embedder:
         if self.stateful:
             out = self.bilm(batch_to_ids([list(s) for s in sentences]).to(self.device))
             return out.layers, lengths
-        return self._embed_stateless(sentences), lengths
+        total = torch.get_num_threads()
+        if not (self.parallel and total >= 2 and self.device.type == "cpu"):
+            return self._embed_packed(sentences, parallel=False), lengths
+        torch.set_num_threads(total // 2)  # two threads of work, each with half the intra-op threads
+        try:
+            return self._embed_packed(sentences, parallel=True), lengths
+        finally:
+            torch.set_num_threads(total)
 
-    def _embed_stateless(self, sentences: Sequence[Sequence[str]]) -> Tensor:
+    def _embed_packed(self, sentences: Sequence[Sequence[str]], parallel: bool) -> Tensor:
+        """Stateless: sentences framed by <S> ... </S>, packed longest first, run, unpacked."""
+        from .packed_lstm import pack_lengths
+        B, T = len(sentences), max(len(s) for s in sentences)
+        H = self.bilm.config.lstm_dim
         framed = [[BOS_TOKEN, *s, EOS_TOKEN] for s in sentences]
-        rows = self.cache.rows(framed)  # (B, T+2)
-        x = self.cache.lookup(rows)  # (B, T+2, P)
-        mask = rows > 0  # (B, T+2)
-        fwd, bwd, _ = self.bilm.run_stacks(x, mask, None)
-        T = rows.shape[1] - 2
-        token_mask = mask[:, 2:]  # position t of the output is framed position t+1, real iff t+2 <= len+1
-        keep = token_mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-        layers = [torch.cat([x, x], dim=-1)] + [torch.cat([f, b], dim=-1) for f, b in zip(fwd, bwd)]
-        return torch.stack([layer[:, 1:T + 1] * keep for layer in layers], dim=1)  # (B, L+1, T, 2P)
+        packing = pack_lengths([len(f) for f in framed])
+        words, src, dest = [], [], []
+        for t, n in enumerate(packing.counts):
+            for rank in range(n):
+                b = packing.order[rank]
+                words.append(framed[b][t])
+                if 1 <= t <= len(sentences[b]):  # a token, not a boundary: output position t - 1
+                    src.append(len(words) - 1)
+                    dest.append(b * T + t - 1)
+        rows = torch.tensor(self.cache.row_ids(words, parallel), dtype=torch.long, device=self.device)  # (N,)
+        x = self.cache.lookup(rows, 0)  # (N, P)
+        xw0 = tuple(self.cache.lookup(rows, 1 + d, out=self.packed.buffer(f"xw{d}", len(words), 4 * H, x))
+                    for d in (0, 1))  # (N, 4H) each, in the scratch buffers the first layer reads
+
+        fwd, bwd = self.packed.run(x, packing, xw0, parallel=parallel)
+        src_t = torch.tensor(src, dtype=torch.long, device=self.device)
+        dest_t = torch.tensor(dest, dtype=torch.long, device=self.device)
+        P, L1 = x.shape[1], len(fwd) + 1
+        out = x.new_zeros(L1, 2, B * T, P)
+        halves = [(x, x)] + list(zip(fwd, bwd))
+        for k, pair in enumerate(halves):
+            for side, packed in enumerate(pair):
+                out[k, side].index_copy_(0, dest_t, packed.index_select(0, src_t))
+        return out.view(L1, 2, B, T, P).permute(2, 0, 3, 1, 4).reshape(B, L1, T, 2 * P)
 
 
 def batches_by_length(lengths: Sequence[int], batch_size: int, max_batch_tokens: Optional[int] = None) -> list[list[int]]:

@@ -1,13 +1,14 @@
 """Vocabulary: order, limits, the bilm-tf file format, bad files, word counting."""
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from elmo_dist.data.corpus import Corpus, SkipReport
 from elmo_dist.data.vocab import Vocabulary, count_words
 
-FIXTURE_VOCAB = Path("/work/shared/fixtures/allennlp_elmo/vocab_test.txt")
+from tests.golden import FIXTURE_DIR
+
+FIXTURE_VOCAB = FIXTURE_DIR / "vocab_test.txt"
 COUNTS = Counter({"the": 5, "cat": 2, "a": 2, "dog": 2, "zebra": 1, "ant": 1, "sat": 3})
 
 
@@ -65,7 +66,7 @@ def test_save_overwrites_atomically(tmp_path):
     assert path.read_text().split("\n") == ["<S>", "</S>", "<UNK>", "new", ""]
 
 
-@pytest.mark.skipif(not FIXTURE_VOCAB.is_file(), reason="shared AllenNLP fixtures not present")
+@pytest.mark.usefixtures("require_elmo_fixture")
 def test_fixture_file_with_specials_in_the_middle():
     v = Vocabulary.from_file(FIXTURE_VOCAB)
     # The file has 457 newlines and a last line without one; <S>, <UNK>, </S> on lines 21, 118, 225.
