@@ -1,0 +1,149 @@
+"""ELMo layers of the documents: read from an HDF5 export, or exported on the fly and cached.
+
+An HDF5 input follows ``elmo-dist export --all``: dataset ``str(row)`` is (L+1, T, D) for row
+``row`` of the label table. On the fly, the documents' tokens are written one document per
+line to ``OUT/cache/docs-<hash>.txt`` and exported with the biLM (stateless: a document's
+vectors depend on that document only) to ``OUT/cache/layers-<key>.hdf5``, where the key hashes
+the tokens and the model's files (checkpoint names and times, or the AllenNLP files' sizes and
+times): a re-run with the same documents and model reads the cache instead of running the biLM.
+In memory the layers are float16 (half the memory; the classifier computes in float32).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import NamedTuple, Optional, Sequence
+
+import torch
+
+CACHE_VERSION = 1
+
+
+class Layers(NamedTuple):
+    """Per-document layer tensors and their sizes."""
+
+    docs: list
+    """(L+1, T_i, D) float16 per document, T_i >= 1."""
+    n_layers: int
+    """L+1: the token layer and every LSTM layer."""
+    dim: int
+    """D = 2P."""
+
+
+def read_hdf5_layers(path: Path | str, rows: Sequence[int], max_tokens: Optional[int] = None) -> list:
+    """The datasets ``str(row)`` of an ``--all`` export, cut to ``max_tokens``: a list of float16
+    (L+1, T, D) tensors, ``None`` where a document has no tokens."""
+    import h5py
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: HDF5 layer file not found")
+    out = []
+    with h5py.File(path, "r") as f:
+        n = sum(1 for k in f.keys() if k.isdigit())
+        need = max(rows) + 1 if len(rows) else 0
+        if n < need:
+            raise ValueError(f"{path}: {n} line datasets, but the labels have {need} rows; export the same texts, "
+                             f"one per line, in the same order (elmo-dist export TEXTS {path.name} --all)")
+        for row in rows:
+            ds = f[str(row)]
+            if ds.ndim != 3:
+                raise ValueError(f"{path}: dataset {row!r} has shape {ds.shape}; the classifier needs every layer, "
+                                 f"(L+1, T, D): export with --all")
+            T = ds.shape[1] if max_tokens is None else min(ds.shape[1], max_tokens)
+            out.append(torch.from_numpy(ds[:, :T]).to(torch.float16) if T > 0 else None)
+    return out
+
+
+def export_alignment(path: Path | str, texts: Sequence[str], rows: Sequence[int]) -> tuple[int, int]:
+    """(rows checked, rows whose text differs) against the export's ``sentence_to_index``."""
+    import h5py
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: HDF5 layer file not found")
+    with h5py.File(path, "r") as f:
+        if "sentence_to_index" not in f:
+            return 0, 0
+        raw = f["sentence_to_index"][0]
+    index = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    by_key = {v: k for k, v in index.items()}
+    checked = differ = 0
+    for text, row in zip(texts, rows):
+        sentence = by_key.get(str(row))
+        if sentence is None:
+            continue
+        checked += 1
+        differ += " ".join(text.split()) != " ".join(sentence.split())
+    return checked, differ
+
+
+def model_fingerprint(run_dir: Optional[Path] = None, checkpoint: Optional[Path] = None,
+                      options: Optional[Path] = None, weights: Optional[Path] = None) -> dict:
+    """What identifies the model's weights, without loading them: file names, sizes and times."""
+    def stat(p: Path) -> list:
+        p = Path(p).resolve()
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: not found")
+        s = p.stat()
+        return [str(p), s.st_size, s.st_mtime_ns]
+
+    if run_dir is not None:
+        from elmo_dist.train.checkpoint import list_checkpoints
+        chosen = [checkpoint] if checkpoint is not None else list_checkpoints(run_dir)
+        if not chosen:
+            raise FileNotFoundError(f"{run_dir}: no checkpoints; train first with "
+                                    f"`elmo-dist pretrain --run-dir {run_dir}`")
+        return {"run_dir": str(Path(run_dir).resolve()), "checkpoints": [stat(p) for p in chosen]}
+    return {"options": stat(options), "weights": stat(weights)}
+
+
+def load_bilm(run_dir: Optional[Path] = None, checkpoint: Optional[Path] = None, options: Optional[Path] = None,
+              weights: Optional[Path] = None, device: Optional[str] = None):
+    """A stateless biLM in eval mode from a run directory or bilm-tf/AllenNLP files."""
+    if run_dir is not None:
+        from elmo_dist.train.rundir import load_model
+        model, _, _ = load_model(run_dir, checkpoint, stateful=False)
+    else:
+        from elmo_dist.model import BiLM
+        model = BiLM.from_allennlp(options, weights, stateful=False)
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(dev).eval()
+
+
+def cached_export(tokens: Sequence[Sequence[str]], cache_dir: Path, fingerprint: dict, load_model,
+                  batch_size: int = 64, progress: bool = True) -> tuple[Path, bool]:
+    """The HDF5 export of ``tokens`` (one document per line) by the model ``fingerprint`` names:
+    (path, True) when it was already in ``cache_dir``; otherwise ``load_model()`` is called, the
+    export written (older cached exports removed) and (path, False) returned."""
+    from elmo_dist.export import Embedder, export_sentences
+    from elmo_dist.utils import atomic_write_text
+
+    text = "".join(" ".join(t) + "\n" for t in tokens)
+    docs_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    key = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "docs": docs_hash, "model": fingerprint},
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    cache_dir = Path(cache_dir)
+    out = cache_dir / f"layers-{key}.hdf5"
+    if out.is_file():
+        return out, True
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for old in list(cache_dir.glob("layers-*")) + list(cache_dir.glob("docs-*.txt")):
+        old.unlink()
+    docs_file = cache_dir / f"docs-{docs_hash[:16]}.txt"
+    atomic_write_text(docs_file, text)
+    embedder = Embedder(load_model())
+    longest = max((len(t) for t in tokens), default=1)
+    export_sentences(embedder, docs_file, out, mode="all", batch_size=batch_size, max_tokens=max(longest, 1),
+                     progress=progress)
+    atomic_write_text(cache_dir / f"layers-{key}.json",
+                      json.dumps({"docs": docs_file.name, "model": fingerprint}, indent=2, sort_keys=True) + "\n")
+    return out, False
+
+
+def stack_layers(docs: Sequence[Optional[torch.Tensor]]) -> Layers:
+    """Checks the per-document tensors agree in (L+1, D); None entries are not allowed here."""
+    first = docs[0]
+    for i, d in enumerate(docs):
+        if d.shape[0] != first.shape[0] or d.shape[2] != first.shape[2]:
+            raise ValueError(f"document {i}: layers {tuple(d.shape)} differ from the first document's "
+                             f"{tuple(first.shape)}; were they exported by one model?")
+    return Layers(list(docs), first.shape[0], first.shape[2])

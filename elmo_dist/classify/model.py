@@ -1,0 +1,148 @@
+"""The classifier: layer combination -> sequence encoder -> linear output (imports torch only).
+
+    layers (B, L+1, T, D), mask (B, T)
+      -> combine: scalar-mix   gamma * sum_j softmax(w)_j h_j          (w, gamma learned)
+                  equal        sum_j h_j / (L+1)                        (nothing learned)
+                  learned      sum_j a_tj h_tj, a_t = softmax_j(v . tanh(W h_tj + e_j))
+                               a small attention network: the weights depend on the token
+                  layer0       h_0 (the context-free token embedding; a baseline)
+      -> (B, T, D) -> dropout -> encoder: bilstm (final forward and backward states, (B, 2H))
+                                         mean / max (over unmasked tokens, (B, D))
+      -> linear -> logits (B, C)
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from elmo_dist.model.elmo import ScalarMix
+
+COMBINERS = ("scalar-mix", "equal", "learned", "layer0")
+ENCODERS = ("bilstm", "mean", "max")
+
+
+class ScalarMixCombiner(nn.Module):
+    """ELMo's scalar mix over the L+1 layers; ``trainable=False`` freezes equal weights (1/(L+1), gamma 1)."""
+
+    def __init__(self, n_layers: int, trainable: bool = True, layer_norm: bool = False):
+        super().__init__()
+        self.mix = ScalarMix(n_layers, do_layer_norm=layer_norm, trainable=trainable)
+
+    def forward(self, layers: Tensor, mask: Tensor) -> Tensor:
+        return self.mix(layers, mask)  # (B, T, D)
+
+    def layer_weights(self) -> Tensor:
+        """softmax(w): (L+1,), sums to 1."""
+        return torch.softmax(self.mix.scalar_parameters.detach(), dim=0)
+
+    def gamma(self) -> float:
+        return float(self.mix.gamma.detach())
+
+
+class LayerAttention(nn.Module):
+    """Per-token attention over the layers: a_tj = softmax_j(v . tanh(W h_tj + e_j)), out_t = sum_j a_tj h_tj.
+
+    ``e_j`` is a learned embedding of layer j (so the network can prefer a layer outright) and W, v
+    score each layer's vector (so the preference can change from token to token).
+    """
+
+    def __init__(self, n_layers: int, dim: int, hidden: int = 64):
+        super().__init__()
+        self.proj = nn.Linear(dim, hidden)
+        self.layer_embedding = nn.Parameter(torch.zeros(n_layers, hidden))  # e (L+1, A)
+        self.score = nn.Linear(hidden, 1, bias=False)
+
+    def token_weights(self, layers: Tensor) -> Tensor:
+        """(B, L+1, T, D) -> a (B, T, L+1), each row sums to 1."""
+        h = layers.transpose(1, 2)  # (B, T, L+1, D)
+        scores = self.score(torch.tanh(self.proj(h) + self.layer_embedding)).squeeze(-1)  # (B, T, L+1)
+        return torch.softmax(scores, dim=-1)
+
+    def forward(self, layers: Tensor, mask: Tensor) -> Tensor:
+        a = self.token_weights(layers)  # (B, T, L+1)
+        return torch.einsum("btj,bjtd->btd", a, layers)  # (B, T, D)
+
+
+class SingleLayer(nn.Module):
+    """One layer of the stack (``index`` 0: the token embedding)."""
+
+    def __init__(self, index: int = 0):
+        super().__init__()
+        self.index = index
+
+    def forward(self, layers: Tensor, mask: Tensor) -> Tensor:
+        return layers[:, self.index]  # (B, T, D)
+
+
+class BiLSTMEncoder(nn.Module):
+    """A one-layer BiLSTM over the unmasked tokens; output: final forward and backward states (B, 2H)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.lstm = nn.LSTM(dim, hidden, batch_first=True, bidirectional=True)
+        self.output_dim = 2 * hidden
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        lengths = mask.sum(1).clamp(min=1).cpu()  # (B,)
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        _, (h, _) = self.lstm(packed)  # h (2, B, H)
+        return torch.cat([h[0], h[1]], dim=-1)  # (B, 2H)
+
+
+class PoolEncoder(nn.Module):
+    """Mean or max over the unmasked tokens: (B, T, D) -> (B, D)."""
+
+    def __init__(self, dim: int, kind: str):
+        super().__init__()
+        if kind not in ("mean", "max"):
+            raise ValueError(f"pooling must be mean or max; got {kind!r}")
+        self.kind, self.output_dim = kind, dim
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        m = mask.unsqueeze(-1)  # (B, T, 1)
+        if self.kind == "max":
+            return x.masked_fill(~m, float("-inf")).amax(dim=1)
+        return (x * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+class LayerClassifier(nn.Module):
+    """combine -> dropout -> encode -> dropout -> linear; see the module docstring."""
+
+    def __init__(self, n_layers: int, dim: int, n_classes: int, combine: str = "scalar-mix",
+                 encoder: str = "bilstm", hidden: int = 64, dropout: float = 0.3, layer_norm: bool = False):
+        super().__init__()
+        if combine not in COMBINERS:
+            raise ValueError(f"unknown layer combination {combine!r}; choose one of: {', '.join(COMBINERS)}")
+        if encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {encoder!r}; choose one of: {', '.join(ENCODERS)}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {dropout}")
+        self.combine_kind = combine
+        if combine == "scalar-mix":
+            self.combine = ScalarMixCombiner(n_layers, trainable=True, layer_norm=layer_norm)
+        elif combine == "equal":
+            self.combine = ScalarMixCombiner(n_layers, trainable=False, layer_norm=layer_norm)
+        elif combine == "learned":
+            self.combine = LayerAttention(n_layers, dim, hidden)
+        else:
+            self.combine = SingleLayer(0)
+        self.encoder = BiLSTMEncoder(dim, hidden) if encoder == "bilstm" else PoolEncoder(dim, encoder)
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Linear(self.encoder.output_dim, n_classes)
+
+    def forward(self, layers: Tensor, mask: Tensor) -> Tensor:
+        """layers (B, L+1, T, D) float, mask (B, T) bool -> logits (B, C)."""
+        x = self.dropout(self.combine(layers, mask))  # (B, T, D)
+        return self.output(self.dropout(self.encoder(x, mask)))  # (B, C)
+
+
+class BagOfWordsClassifier(nn.Module):
+    """Linear softmax regression on TF-IDF vectors (B, V) -> logits (B, C)."""
+
+    def __init__(self, vocab_size: int, n_classes: int, dropout: float = 0.0):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Linear(vocab_size, n_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.output(self.dropout(x))

@@ -1,0 +1,200 @@
+"""Training one classifier: Adam, early stopping on dev accuracy, the best epoch's weights kept.
+
+``fit`` is the same loop for the layer classifiers and the bag-of-words baseline; a *batcher*
+turns a list of document indices into the model's inputs on the device:
+
+  * :class:`LayerBatcher`: (layers (B, L+1, T, D) float32 zero-padded, mask (B, T) bool)
+  * :class:`DenseBatcher`: (features (B, V),)
+
+Epoch e shuffles the training documents with ``torch.Generator().manual_seed(seed * 1000 + e)``
+and the model is initialised after ``torch.manual_seed(seed)``: a run is a function of its seed.
+After every epoch the dev accuracy is measured (ties broken by the lower dev loss); training
+stops after ``patience`` epochs without improvement or at ``epochs``.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class FitConfig:
+    epochs: int = 20
+    """Most epochs to train."""
+    patience: int = 3
+    """Stop after this many epochs without a better dev accuracy."""
+    batch_size: int = 32
+    """Documents per batch."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    weight_decay: float = 0.0
+    """Adam L2 penalty."""
+    seed: int = 0
+    """Initialisation and shuffling seed."""
+
+    def __post_init__(self):
+        for name in ("epochs", "patience", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0; got {self.lr}")
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    """1-based epoch whose weights were kept."""
+    epochs_run: int
+    """Epochs trained before stopping."""
+    dev_accuracy: float
+    """Dev accuracy of the kept weights."""
+    seconds: float
+    """Training wall time, dev evaluations included."""
+    history: list = field(default_factory=list)
+    """Per epoch: train_loss, dev_loss, dev_accuracy."""
+
+
+def layer_statistics(docs: Sequence[Tensor], idx: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation of every feature of every layer over all tokens of the
+    documents ``idx``: two (L+1, 1, D) float32 tensors (std floored at 1e-6)."""
+    total = square = None
+    count = 0
+    for i in idx:
+        x = docs[i].double()  # (L+1, T, D)
+        s, q = x.sum(1, keepdim=True), (x * x).sum(1, keepdim=True)
+        total, square = (s, q) if total is None else (total + s, square + q)
+        count += x.shape[1]
+    mean = total / count
+    var = (square / count - mean * mean).clamp(min=0)
+    return mean.float(), var.sqrt().clamp(min=1e-6).float()
+
+
+class LayerBatcher:
+    """Pads the per-document float16 layers (L+1, T_i, D) of the chosen documents; with ``stats``
+    (mean, std) from :func:`layer_statistics` every feature is standardised first."""
+
+    def __init__(self, docs: Sequence[Tensor], device: torch.device, stats: Optional[tuple] = None):
+        self.docs, self.device, self.stats = docs, device, stats
+
+    def length(self, i: int) -> int:
+        return self.docs[i].shape[1]
+
+    def __call__(self, idx: Sequence[int]) -> tuple[Tensor, Tensor]:
+        items = [self.docs[i] for i in idx]
+        L1, D = items[0].shape[0], items[0].shape[2]
+        T = max(x.shape[1] for x in items)
+        layers = torch.zeros(len(items), L1, T, D, dtype=torch.float32)
+        mask = torch.zeros(len(items), T, dtype=torch.bool)
+        for b, x in enumerate(items):
+            n = x.shape[1]
+            layers[b, :, :n] = x if self.stats is None else (x.float() - self.stats[0]) / self.stats[1]
+            mask[b, :n] = True
+        return layers.to(self.device), mask.to(self.device)  # (B, L+1, T, D), (B, T)
+
+
+class DenseBatcher:
+    """Rows of a (N, V) feature matrix."""
+
+    def __init__(self, features: np.ndarray, device: torch.device):
+        self.features, self.device = torch.from_numpy(features), device
+
+    def length(self, i: int) -> int:
+        return 1
+
+    def __call__(self, idx: Sequence[int]) -> tuple[Tensor]:
+        return (self.features[list(idx)].to(self.device),)
+
+
+def _eval_batches(batcher, idx: Sequence[int], batch_size: int) -> list:
+    """Evaluation batches of similar length (less padding), in a fixed order."""
+    order = sorted(idx, key=lambda i: (-batcher.length(i), i))
+    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batcher, idx: Sequence[int], labels: Sequence[int],
+            batch_size: int = 64) -> tuple[np.ndarray, float]:
+    """Predicted classes in the order of ``idx`` and the mean cross-entropy."""
+    model.eval()
+    pos = {i: k for k, i in enumerate(idx)}
+    pred = np.zeros(len(idx), dtype=np.int64)
+    loss_sum = 0.0
+    for batch in _eval_batches(batcher, idx, batch_size):
+        logits = model(*batcher(batch))  # (B, C)
+        y = torch.tensor([labels[i] for i in batch], device=logits.device)
+        loss_sum += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
+        for i, p in zip(batch, logits.argmax(-1).tolist()):
+            pred[pos[i]] = p
+    return pred, loss_sum / max(len(idx), 1)
+
+
+def fit(model: nn.Module, batcher, labels: Sequence[int], train_idx: Sequence[int], dev_idx: Sequence[int],
+        cfg: FitConfig, log: Optional[Callable[[dict], None]] = None, progress: bool = True,
+        desc: str = "train") -> FitResult:
+    """Trains ``model`` in place (see the module docstring); returns with the best epoch's weights loaded."""
+    from tqdm import tqdm
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    labels_t = torch.tensor(list(labels), dtype=torch.long)
+    train_idx = list(train_idx)
+    best = (-1.0, float("inf"))
+    best_state, best_epoch, stale, history = None, 0, 0, []
+    start = time.time()
+    bar = tqdm(range(1, cfg.epochs + 1), desc=desc, unit="epoch", disable=not progress, dynamic_ncols=True,
+               leave=False)
+    for epoch in bar:
+        model.train()
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        perm = torch.randperm(len(train_idx), generator=gen).tolist()
+        loss_sum, seen, t0 = 0.0, 0, time.time()
+        for k in range(0, len(perm), cfg.batch_size):
+            batch = [train_idx[j] for j in perm[k:k + cfg.batch_size]]
+            inputs = batcher(batch)
+            logits = model(*inputs)  # (B, C)
+            loss = nn.functional.cross_entropy(logits, labels_t[batch].to(logits.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(batch)
+            seen += len(batch)
+        train_seconds = time.time() - t0
+        pred, dev_loss = predict(model, batcher, dev_idx, labels)
+        dev_acc = float((pred == np.asarray([labels[i] for i in dev_idx])).mean())
+        record = {"epoch": epoch, "train_loss": loss_sum / seen, "dev_loss": dev_loss, "dev_accuracy": dev_acc,
+                  "docs_per_s": seen / max(train_seconds, 1e-9)}
+        history.append(record)
+        if log is not None:
+            log(record)
+        if (dev_acc, -dev_loss) > (best[0], -best[1]):
+            best, best_epoch, stale = (dev_acc, dev_loss), epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}", dev_acc=f"{dev_acc:.3f}",
+                        docs_s=f"{record['docs_per_s']:.0f}", refresh=False)
+        if stale >= cfg.patience:
+            break
+    bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(best_epoch, len(history), best[0], time.time() - start, history)
+
+
+@torch.no_grad()
+def mean_attention(model: nn.Module, batcher: LayerBatcher, idx: Sequence[int], batch_size: int = 64) -> list:
+    """The learned combiner's layer weights averaged over every unmasked token of ``idx``: (L+1,)."""
+    model.eval()
+    total, count = None, 0
+    for batch in _eval_batches(batcher, idx, batch_size):
+        layers, mask = batcher(batch)
+        a = model.combine.token_weights(layers)[mask]  # (tokens, L+1)
+        total = a.sum(0) if total is None else total + a.sum(0)
+        count += a.shape[0]
+    return (total / max(count, 1)).tolist()
