@@ -10,12 +10,13 @@ from typing import Optional
 
 # name -> (module, one-line description)
 SUBCOMMANDS = {
-    "demo": ("elmo_dist.cli.demo", "the quick start: pretrain a tiny biLM on Penn Treebank, evaluate it"),
+    "demo": ("elmo_dist.cli.demo", "the quick start: pretrain a tiny biLM on Penn Treebank, evaluate it, classify BBC News with its layers"),
     "vocab": ("elmo_dist.cli.vocab", "build a bilm-tf vocabulary file from a corpus"),
     "pretrain": ("elmo_dist.cli.pretrain", "pretrain a biLM (new run or --resume) with DeepSpeed"),
     "evaluate": ("elmo_dist.cli.evaluate", "forward, backward and average perplexity of a run on a corpus"),
     "export": ("elmo_dist.cli.export", "sentence embeddings to HDF5 (--all/--top/--average), or token embeddings of a vocabulary"),
     "convert": ("elmo_dist.cli.convert", "run directory <-> bilm-tf/AllenNLP options.json + lm_weights.hdf5"),
+    "bench": ("elmo_dist.cli.bench", "run the benchmark suites (pytest-benchmark) and render the report"),
     "classify": ("elmo_dist.cli.classify", "train and evaluate a text classifier on ELMo layers (default: BBC News), with baselines"),
 }
 
