@@ -31,6 +31,9 @@ def usage() -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # `deepspeed --module elmo_dist` puts --local_rank=N before the subcommand; LOCAL_RANK is
+    # in the environment too, which is what the training code reads.
+    argv = [a for a in argv if not a.startswith("--local_rank=")]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +18,10 @@ Runs under a DeepSpeed engine in every case: alone (`elmo-dist pretrain ...`), o
 config.json, vocab.txt, checkpoints/, metrics.jsonl and summary.json; later stages
 (evaluate, export) need only its path. --resume continues the run exactly from its latest
 valid checkpoint (options other than the budget flags come from the run's config.json).
+
+Several processes: `deepspeed --num_gpus N --module elmo_dist.cli.pretrain ...` or
+`torchrun --nproc_per_node N -m elmo_dist pretrain ...` (launch/ has multi-node and Slurm
+scripts); --batch-size is per rank, so the global batch is batch-size x grad-accum x ranks.
 """
 
 
@@ -56,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--log-every", type=int, default=20, help="train metrics every N steps")
     g.add_argument("--wandb", default="offline", help="wandb mode: offline, online or disabled")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("distributed")
+    g.add_argument("--deepspeed-config", "--deepspeed_config", dest="deepspeed_config", type=Path, default=None,
+                   help="DeepSpeed JSON adding the ZeRO stage (0-2) and/or bf16 autocast, e.g. launch/ds_zero2_bf16.json; "
+                        "--resume reuses the run's unless given")
+    g.add_argument("--comm-timeout", type=float, default=600.0,
+                   help="seconds a rank may wait for the others (a collective, a training step) before the job stops")
+    g.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # set by `deepspeed`
     add_threads(p)
     return p
 
@@ -97,10 +110,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         from elmo_dist.train import pretrain
         if args.resume:
             overrides = {k: v for k, v in (("max_steps", args.max_steps), ("max_minutes", args.max_minutes)) if v is not None}
-            summary = pretrain(None, args.run_dir, resume=True, progress=not args.no_progress, overrides=overrides)
+            summary = pretrain(None, args.run_dir, resume=True, progress=not args.no_progress, overrides=overrides,
+                               deepspeed_config_file=args.deepspeed_config, comm_timeout_s=args.comm_timeout)
         else:
-            summary = pretrain(config_from_args(args), args.run_dir, progress=not args.no_progress, vocab_file=args.vocab)
-        print_summary(summary, args.run_dir)
+            summary = pretrain(config_from_args(args), args.run_dir, progress=not args.no_progress, vocab_file=args.vocab,
+                               deepspeed_config_file=args.deepspeed_config, comm_timeout_s=args.comm_timeout)
+        if os.environ.get("RANK", "0") == "0":
+            print_summary(summary, args.run_dir)
         return 0
 
     return run_guarded("elmo-dist pretrain", run)
@@ -116,3 +132,7 @@ def print_summary(summary: dict, run_dir: Path) -> None:
         line += f" (untrained: fwd {u['ppl_fwd']:.1f} bwd {u['ppl_bwd']:.1f})"
     print(line)
     print(f"run directory: {run_dir}  (summary.json, metrics.jsonl, checkpoints/)")
+
+
+if __name__ == "__main__":  # `deepspeed --module elmo_dist.cli.pretrain ...` (it adds --local_rank=N first)
+    sys.exit(main())

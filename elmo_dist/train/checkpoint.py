@@ -1,19 +1,27 @@
 """Checkpoints: atomic directories, keep-last-k, and loading that never unpickles code.
 
 Layout: RUN/checkpoints/step-00001000/
-    state.pt          model + optimizer state dicts, carried LSTM state, RNG states, step
+    state.pt          model state dict; optimizer state gathered from every ZeRO partition and
+                      keyed by parameter name; per rank k the carried LSTM state
+                      (``lstm_state_rank{k}``) and RNG state (``rng_cpu_rank{k}``); step
                       (tensors and plain containers only: loaded with ``weights_only=True``)
-    data_rank{k}.json each rank's data position (WindowBatcher.state_dict())
-    meta.json         step, time, resolved config; written last, so its presence marks a
-                      complete checkpoint
-A checkpoint is written into ``.tmp-step-...`` and renamed into place, so a crash mid-write
-never leaves a directory that looks complete. ``latest_valid`` walks back from the newest
-checkpoint past any that fail to load, with a warning, so a corrupt latest one costs only the
-steps since the one before it.
+    data_rank{k}.json rank k's data position (WindowBatcher.state_dict()), one per rank
+    meta.json         step, time, world size, effective gradient accumulation, DeepSpeed and
+                      resolved run config; written last, so its presence marks a complete
+                      checkpoint
+Rank 0 writes everything (the other ranks send it their positions and states), so only rank 0
+needs the run directory to write. A checkpoint is written into ``.tmp-step-...``, flushed to
+disk and renamed into place, so a crash mid-write never leaves a directory that looks
+complete. ``latest_valid`` walks back from the newest checkpoint past any that fail to load,
+with a warning, so a corrupt latest one costs only the steps since the one before it.
+
+Resuming with another number of ranks re-splits the batch rows (:func:`resplit_data_states`):
+positions are then approximate; only the same world size continues exactly.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import warnings
@@ -22,6 +30,7 @@ from typing import Any, Optional
 
 import torch
 
+from elmo_dist.data.corpus import SkipReport, split_regions
 from elmo_dist.utils import atomic_write_text
 
 PREFIX = "step-"
@@ -54,16 +63,45 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], data_states
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    torch.save(state, tmp / "state.pt")
+    with open(tmp / "state.pt", "wb") as f:
+        torch.save(state, f)
+        _sync(f)
     for rank, data_state in data_states.items():
-        (tmp / f"data_rank{rank}.json").write_text(json.dumps(data_state), encoding="utf-8")
-    (tmp / "meta.json").write_text(json.dumps({"step": step, "time": time.time(), **meta}, indent=2), encoding="utf-8")
+        _write_synced(tmp / f"data_rank{rank}.json", json.dumps(data_state))
+    _write_synced(tmp / "meta.json", json.dumps({"step": step, "time": time.time(), **meta}, indent=2))
     if final.exists():  # re-saving the same step (e.g. stop right after a periodic save)
         shutil.rmtree(final)
     tmp.rename(final)
+    _sync_dir(root)
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(f".tmp-{PREFIX}*"):  # left by a writer that was killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def _sync(f) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        _sync(f)
+
+
+def _sync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[int, dict], dict[str, Any]]:
@@ -92,6 +130,59 @@ def latest_valid(run_dir: Path) -> Optional[tuple[Path, dict, dict, dict]]:
         except CheckpointError as e:
             warnings.warn(f"skipping checkpoint: {e}; falling back to the previous one", stacklevel=2)
     return None
+
+
+def saved_world_size(meta: dict[str, Any], data_states: dict[int, dict]) -> int:
+    """Ranks that wrote a checkpoint (older checkpoints without the field: one per data file)."""
+    return int(meta.get("world_size", max(len(data_states), 1)))
+
+
+def resplit_data_states(saved: dict[int, dict], fresh: dict) -> dict:
+    """A batcher state for a new row split, from the positions saved under another world size.
+
+    ``saved`` maps each old rank to its ``WindowBatcher.state_dict()``; ``fresh`` is the
+    state of the new rank's batcher as constructed (its rows, its ``row_start`` and
+    ``total_rows``). Rows own equal byte regions of the corpus, so a different number of rows
+    moves every region boundary. Rule: each new row starts at the fraction of its region that
+    the old rows overlapping it had read in their current pass (their average, weighted by
+    overlap), moved forward to the next line start by the reader; it keeps their lowest pass
+    count and starts with no buffered tokens (the caller starts it with zero LSTM state).
+    Since every row reads the same number of tokens per step, fractions are nearly equal
+    across rows, so no part of the corpus is skipped or repeated in the current pass beyond
+    a line or two per row boundary. Skip counts of all old ranks go to new rank 0.
+    """
+    old_rows = []  # (start, end, offset, passes)
+    for rank in sorted(saved):
+        s = saved[rank]
+        if s["total_bytes"] != fresh["total_bytes"]:
+            raise CheckpointError(f"rank {rank}'s saved position is for a corpus of {s['total_bytes']} bytes; this one "
+                                  f"has {fresh['total_bytes']}: the corpus files changed")
+        regions = split_regions(s["total_bytes"], s["total_rows"])[s["row_start"]:s["row_start"] + s["batch_size"]]
+        old_rows += [(a, b, int(r["offset"]), int(r["passes"])) for (a, b), r in zip(regions, s["rows"])]
+    total = sum(b - a for a, b, _, _ in old_rows)
+    if total != fresh["total_bytes"]:
+        raise CheckpointError(f"the saved data positions cover {total} of {fresh['total_bytes']} corpus bytes: "
+                              "a rank's data_rank*.json is missing from the checkpoint")
+    new_regions = split_regions(fresh["total_bytes"], fresh["total_rows"])
+    rows = []
+    for start, end in new_regions[fresh["row_start"]:fresh["row_start"] + fresh["batch_size"]]:
+        weight = frac = 0.0
+        passes = None
+        for a, b, offset, p in old_rows:
+            overlap = min(b, end) - max(a, start)
+            if overlap <= 0 and not (a == b and start <= a < end):
+                continue
+            w = max(overlap, 1)
+            frac += w * (min(max(offset - a, 0), b - a) / max(b - a, 1))
+            weight += w
+            passes = p if passes is None else min(passes, p)
+        position = start + round((frac / weight if weight else 0.0) * (end - start))
+        rows.append({"offset": position, "buffer": [], "prev": None, "passes": passes or 0, "done": False})
+    report = SkipReport()
+    if fresh["row_start"] == 0:
+        for s in saved.values():
+            report = report.merge(SkipReport.from_dict(s["report"]))
+    return {**fresh, "rows": rows, "report": report.as_dict()}
 
 
 def write_meta_json(path: Path, payload: dict[str, Any]) -> None:

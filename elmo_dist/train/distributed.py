@@ -1,20 +1,46 @@
-"""DeepSpeed wiring: the launcher environment, the engine config, the engine.
+"""DeepSpeed wiring: launcher environment, process group, engine config, portable optimizer state.
 
 One code path serves one process and N nodes: when no launcher set RANK/WORLD_SIZE/... (a plain
 ``elmo-dist pretrain``), we set the single-process values ourselves, because without them
-``deepspeed.initialize`` falls back to MPI discovery and fails.
+``deepspeed.initialize`` falls back to MPI discovery and fails. Under ``deepspeed`` or
+``torchrun`` the launcher's values are used unchanged.
+
+The engine config is built from the run's TrainConfig/OptimConfig (batch sizes, clipping,
+precision) plus an optional user file (``--deepspeed-config``, see launch/) that adds systems
+settings: the ZeRO stage and its buckets, communication dtypes. Keys that would contradict the
+run's own settings are rejected with the flag to use instead.
+
+Optimizer state under ZeRO 1/2 is partitioned across ranks in flat fp32 buffers. Checkpoints
+store it gathered and keyed by parameter name (:func:`gather_optimizer_state`), so they hold
+tensors only (``torch.load(weights_only=True)``) and load under any ZeRO stage and any number
+of ranks (:func:`load_optimizer_state`).
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
-from typing import Any
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 
 from .config import OptimConfig, TrainConfig
 
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+OPTIM_FORMAT = "elmo_dist.optimizer_by_name/1"
+
+# Keys the run's own flags decide; a user file may repeat them only with the same value.
+_BATCH_KEYS = {"train_micro_batch_size_per_gpu": ("--batch-size", "batch_size"),
+               "gradient_accumulation_steps": ("--grad-accum", "grad_accum_steps")}
+_REJECTED_KEYS = {
+    "optimizer": "elmo-dist builds its own optimizer: use --optimizer/--lr/--warmup-steps",
+    "scheduler": "elmo-dist sets the learning rate itself: use --lr/--warmup-steps",
+    "fp16": "fp16 is not supported: use bf16 autocast (--precision bf16 or launch/ds_zero*_bf16.json)",
+    "bf16": "DeepSpeed's bf16 mode keeps bf16 weights; elmo-dist's bf16 is autocast with fp32 weights "
+            "(\"torch_autocast\", as in launch/ds_zero*_bf16.json, or --precision bf16)",
+}
 
 
 def _free_port() -> int:
@@ -45,24 +71,165 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def deepspeed_config(train: TrainConfig, optim: OptimConfig) -> dict[str, Any]:
-    """The DeepSpeed config for a run: ZeRO 0 data parallel, our own optimizer and clipping."""
+def init_process_group(timeout_s: float) -> None:
+    """Joins the process group (gloo on CPU, NCCL on CUDA); every collective then times out
+    after ``timeout_s`` instead of waiting forever for a rank that is gone. No-op if joined."""
+    ensure_launcher_env()
+    import deepspeed
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        # NCCL collectives run on the current device: each rank must own its GPU before the first one.
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    deepspeed.init_distributed(timeout=timedelta(seconds=timeout_s), verbose=False)
+
+
+# ----------------------------------------------------------------------------- collectives
+def _dist():
+    import torch.distributed as dist
+    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
+def gather_to_main(obj: Any) -> Optional[list]:
+    """Every rank's ``obj`` (picklable, CPU) as a list on rank 0; None on the other ranks."""
+    dist = _dist()
+    if dist is None:
+        return [obj]
+    out = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def broadcast_from_main(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (so that all ranks act on one decision)."""
+    dist = _dist()
+    if dist is None:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_sum(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Sums a small CPU tensor over ranks (on ``device``: NCCL reduces only GPU tensors)."""
+    dist = _dist()
+    if dist is None:
+        return values
+    t = values.to(device)
+    dist.all_reduce(t)
+    return t.cpu()
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is True on any rank."""
+    dist = _dist()
+    if dist is None:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def barrier() -> None:
+    dist = _dist()
+    if dist is not None:
+        dist.barrier()
+
+
+# ----------------------------------------------------------------------------- engine config
+def load_user_config(path: Path) -> dict[str, Any]:
+    """A DeepSpeed JSON config file (see launch/), checked for keys elmo-dist decides itself."""
+    try:
+        cfg = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such DeepSpeed config; see launch/ds_zero*_*.json for examples") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: DeepSpeed config is not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: a DeepSpeed config must be a JSON object")
+    for key, why in _REJECTED_KEYS.items():
+        if key in cfg and (key not in ("fp16", "bf16") or cfg[key].get("enabled", False)):
+            raise ValueError(f"{path}: remove {key!r}: {why}")
+    zero = cfg.get("zero_optimization", {})
+    stage = int(zero.get("stage", 0))
+    if stage not in (0, 1, 2):
+        raise ValueError(f"{path}: zero_optimization.stage {stage} is not supported; use 0, 1 or 2 (launch/SCALING.md: "
+                         "the biLM's weights fit on one GPU, so stage 3 only adds communication)")
+    for key in ("offload_optimizer", "offload_param"):
+        if zero.get(key, {}).get("device", "none") not in ("none", None):
+            raise ValueError(f"{path}: zero_optimization.{key} is not supported; remove it (the state of the "
+                             "largest preset fits in GPU memory, launch/SCALING.md)")
+    return cfg
+
+
+def config_precision(user: Optional[dict[str, Any]]) -> Optional[str]:
+    """"bf16" when a user config turns on bf16 autocast, else None (the run's --precision holds)."""
+    autocast = (user or {}).get("torch_autocast", {})
+    if autocast.get("enabled", False):
+        if str(autocast.get("dtype", "bfloat16")).replace("torch.", "") != "bfloat16":
+            raise ValueError("torch_autocast.dtype must be bfloat16 (fp16 needs loss scaling, which elmo-dist does not do)")
+        return "bf16"
+    return None
+
+
+def check_global_batch(train: TrainConfig, world_size: int, user: Optional[dict[str, Any]] = None,
+                       source: str = "the DeepSpeed config") -> int:
+    """Global batch rows = micro-batch x gradient accumulation x world size; raises ValueError
+    naming every factor and the change to make when a user config asks for something else."""
+    micro, accum = train.batch_size, train.grad_accum_steps
+    user = user or {}
+    for key, (flag, field) in _BATCH_KEYS.items():
+        if key in user and int(user[key]) != getattr(train, field):
+            raise ValueError(f"{key}={user[key]} in {source} but {flag} is {getattr(train, field)}; pass {flag} "
+                             f"{user[key]} or remove {key} from {source}")
+    total = micro * accum * world_size
+    want = user.get("train_batch_size")
+    if want is not None and int(want) != total:
+        want = int(want)
+        per_step = micro * world_size
+        fix = (f"pass --grad-accum {want // per_step}" if want % per_step == 0
+               else f"choose a train_batch_size divisible by {per_step} (micro-batch x world size)")
+        raise ValueError(f"global batch mismatch: train_batch_size {want} in {source} != micro-batch {micro} "
+                         f"(--batch-size) x gradient accumulation {accum} (--grad-accum) x world size {world_size} "
+                         f"(ranks) = {total}; {fix}, or remove train_batch_size from {source}")
+    return total
+
+
+def deepspeed_config(train: TrainConfig, optim: OptimConfig, user: Optional[dict[str, Any]] = None,
+                     source: str = "the DeepSpeed config") -> dict[str, Any]:
+    """The engine config: data parallel (ZeRO 0 unless ``user`` says 1 or 2), our optimizer and clipping."""
     _, world_size = world()
+    user = dict(user or {})
+    if "gradient_clipping" in user and float(user["gradient_clipping"]) != float(optim.grad_clip):
+        raise ValueError(f"gradient_clipping={user['gradient_clipping']} in {source} but --grad-clip is "
+                         f"{optim.grad_clip}; pass --grad-clip {user['gradient_clipping']} or remove it from {source}")
     cfg: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": train.batch_size,
         "gradient_accumulation_steps": train.grad_accum_steps,
-        "train_batch_size": train.batch_size * train.grad_accum_steps * world_size,
+        "train_batch_size": check_global_batch(train, world_size, user, source),
         # DeepSpeed's default is 1.0; bilm-tf clips at 10. 0 disables.
         "gradient_clipping": float(optim.grad_clip),
         "zero_optimization": {"stage": 0},
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
     }
+    for key, value in user.items():
+        if key not in cfg or key in ("zero_optimization", "steps_per_print", "wall_clock_breakdown"):
+            cfg[key] = value
+    if int(cfg["zero_optimization"].get("stage", 0)) > 0:
+        # Adagrad (the bilm-tf optimizer) is not on DeepSpeed's list of ZeRO-tested optimizers;
+        # ZeRO 1/2 only partitions its state, which torch.optim.Adagrad keeps per element.
+        cfg["zero_allow_untested_optimizer"] = True
     if train.precision == "bf16":
         # Autocast keeps fp32 master weights and plain optimizer state (checkpoints stay
         # loadable with weights_only=True) and works the same on CPU and GPU.
         cfg["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
     return cfg
+
+
+def zero_stage(ds_config: dict[str, Any]) -> int:
+    return int(ds_config.get("zero_optimization", {}).get("stage", 0))
 
 
 def build_optimizer(params, optim: OptimConfig) -> torch.optim.Optimizer:
@@ -74,8 +241,116 @@ def build_optimizer(params, optim: OptimConfig) -> torch.optim.Optimizer:
 
 
 def initialize_engine(module: torch.nn.Module, optimizer: torch.optim.Optimizer, ds_config: dict[str, Any]):
-    """deepspeed.initialize with the launcher environment in place; returns the engine."""
+    """deepspeed.initialize with the launcher environment in place; returns the engine.
+
+    Under ZeRO 1/2, ``engine.optimizer`` (not the optimizer passed in) owns the parameter
+    groups and the state: set the learning rate and read the state there.
+    """
     ensure_launcher_env()
     import deepspeed  # imported here: model code and `--help` never pay for it
     engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, config=ds_config)
     return engine
+
+
+# ----------------------------------------------------------------------------- optimizer state
+def _is_zero(opt) -> bool:
+    return hasattr(opt, "single_partition_of_fp32_groups") and hasattr(opt, "bit16_groups")
+
+
+def _plain_optimizer(opt) -> torch.optim.Optimizer:
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise TypeError(f"cannot read the state of a {type(opt).__name__} optimizer; elmo-dist supports "
+                        "ZeRO stages 0-2 with fp32 weights (bf16 through autocast)")
+    return opt
+
+
+def _cpu(v) -> torch.Tensor:
+    return v.detach().to("cpu", copy=True) if torch.is_tensor(v) else torch.tensor(v)
+
+
+def gather_optimizer_state(engine, model: torch.nn.Module) -> Optional[dict[str, Any]]:
+    """The full optimizer state, ``{"format", "state": {param name: {key: tensor}}}``, on rank 0
+    (None on the others). Under ZeRO 1/2 each rank holds a slice of every state tensor and this
+    is a collective: every rank must call it."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    opt = engine.optimizer
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    if not _is_zero(opt):
+        if is_main:
+            for p, st in _plain_optimizer(opt).state.items():
+                if id(p) in names:
+                    out[names[id(p)]] = {k: _cpu(v) for k, v in st.items()}
+        return {"format": OPTIM_FORMAT, "state": out} if is_main else None
+    import torch.distributed as dist
+    for i, (params, flat) in enumerate(zip(opt.bit16_groups, opt.single_partition_of_fp32_groups)):
+        st = opt.optimizer.state.get(flat, {})
+        keys = sorted(k for k, v in st.items() if torch.is_tensor(v) and v.shape == flat.shape)
+        scalars = {k: v for k, v in st.items() if k not in keys}
+        for p in params:
+            entry = {k: _cpu(v) for k, v in scalars.items()}
+            mapping = getattr(p, "_hp_mapping", None)
+            for key in keys:
+                full = torch.zeros(p.numel(), dtype=torch.float32, device=flat.device)
+                if mapping is not None:
+                    lp, hp = mapping.lp_fragment_address, mapping.hp_fragment_address
+                    full.narrow(0, lp.start, lp.numel).copy_(st[key].narrow(0, hp.start, hp.numel))
+                dist.all_reduce(full, group=opt.real_dp_process_group[i])  # slices are disjoint: sum = gather
+                if is_main:
+                    entry[key] = full.view(p.shape).cpu()
+            if is_main:
+                out[names[id(p)]] = entry
+    return {"format": OPTIM_FORMAT, "state": out} if is_main else None
+
+
+def portable_optimizer_state(saved: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
+    """``saved`` in the by-name format; converts a plain ``optimizer.state_dict()`` (older
+    checkpoints), whose parameter indices follow ``model.parameters()``."""
+    if saved.get("format") == OPTIM_FORMAT:
+        return saved
+    if "state" not in saved or "param_groups" not in saved:
+        raise ValueError("optimizer state is neither elmo-dist's by-name format nor a torch state_dict")
+    names = [n for n, _ in model.named_parameters()]
+    order = [i for g in saved["param_groups"] for i in g["params"]]
+    if len(order) != len(names):
+        raise ValueError(f"optimizer state covers {len(order)} parameters, the model has {len(names)}")
+    by_index = dict(zip(order, names))
+    return {"format": OPTIM_FORMAT, "state": {by_index[int(i)]: dict(st) for i, st in saved["state"].items()}}
+
+
+def load_optimizer_state(engine, model: torch.nn.Module, saved: dict[str, Any]) -> None:
+    """Restores state saved by :func:`gather_optimizer_state` (any stage, any world size) into
+    ``engine.optimizer``; each ZeRO rank takes its own slice. Call before the first step."""
+    state = portable_optimizer_state(saved, model)["state"]
+    named = list(model.named_parameters())
+    missing = [n for n, _ in named if n not in state]
+    if state and missing:
+        raise ValueError(f"checkpoint optimizer state lacks {len(missing)} parameters, e.g. {missing[:3]}")
+    opt = engine.optimizer
+    if not _is_zero(opt):
+        plain = _plain_optimizer(opt)
+        for name, p in named:
+            if name in state:
+                plain.state[p] = {k: v.to(p.device) if v.shape == p.shape else v.clone() for k, v in state[name].items()}
+        return
+    names = {id(p): n for n, p in named}
+    for params, flat in zip(opt.bit16_groups, opt.single_partition_of_fp32_groups):
+        group = [(p, state[names[id(p)]]) for p in params if names.get(id(p)) in state]
+        if not group:
+            continue
+        st = opt.optimizer.state[flat]
+        first = group[0][1]
+        for key, value in first.items():
+            if value.shape == group[0][0].shape and value.dim() > 0:  # one entry per element
+                buf = torch.zeros_like(flat)
+                for p, entry in group:
+                    mapping = getattr(p, "_hp_mapping", None)
+                    if mapping is not None:
+                        lp, hp = mapping.lp_fragment_address, mapping.hp_fragment_address
+                        buf.narrow(0, hp.start, hp.numel).copy_(entry[key].reshape(-1).narrow(0, lp.start, lp.numel))
+                if key in st and torch.is_tensor(st[key]) and st[key].shape == flat.shape:
+                    st[key].copy_(buf)  # keep the tensor DeepSpeed's fragments may point into
+                else:
+                    st[key] = buf
+            else:  # per-group scalars such as "step"
+                st[key] = value.clone()

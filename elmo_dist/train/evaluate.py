@@ -23,12 +23,16 @@ from elmo_dist.model import BiLM
 from .metrics import perplexity
 
 
-def reduce_sums(sums: torch.Tensor) -> torch.Tensor:
-    """Sums a small tensor of totals across ranks when torch.distributed is up."""
+def reduce_sums(sums: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Sums a small tensor of totals across ranks when torch.distributed is up.
+
+    The reduction runs on ``device`` (NCCL reduces CUDA tensors only) and returns a CPU tensor.
+    """
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        sums = sums.clone()
-        dist.all_reduce(sums)
+        on_device = sums.to(device)
+        dist.all_reduce(on_device)
+        return on_device.cpu()
     return sums
 
 
@@ -64,7 +68,7 @@ def evaluate_perplexity(model: BiLM, corpus: Corpus, vocab: Vocabulary, batch_si
     finally:
         bar.close()
         model.train(was_training)
-    sums = reduce_sums(sums)
+    sums = reduce_sums(sums, device)
     fwd_nll, fwd_n, bwd_nll, bwd_n = sums.tolist()
     loss = 0.5 * (fwd_nll / max(fwd_n, 1) + bwd_nll / max(bwd_n, 1))
     return {

@@ -28,12 +28,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ELMO_DIST_CACHE", Path.home() / ".cache" / "elmo-dist"))
 
 
+def _absolute(specs: list) -> list:
+    """Corpus specs (files, directories, globs) made absolute, so a resume from another
+    working directory finds the same files."""
+    return [str(Path(spec).expanduser().absolute()) for spec in specs]
+
+
 def resolve_data(data: DataConfig) -> DataConfig:
-    """Fills in the PTB default corpus (train / valid) when no corpus was given."""
+    """Absolute corpus paths; the PTB default corpus (train / valid) when none was given."""
     if data.train:
-        return data
+        return DataConfig(**{**data.__dict__, "train": _absolute(data.train), "valid": _absolute(data.valid)})
     paths = ptb_paths(cache_dir() / "ptb")
-    valid = data.valid or [str(paths["valid"])]
+    valid = _absolute(data.valid) if data.valid else [str(paths["valid"])]
     return DataConfig(**{**data.__dict__, "train": [str(paths["train"])], "valid": valid})
 
 

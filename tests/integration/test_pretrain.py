@@ -158,3 +158,30 @@ def test_cli_vocab(tmp_path, corpus, capsys):
     expected = sorted((w for w, c in counts.items() if c >= 2), key=lambda w: (-counts[w], w))
     assert words[3:] == expected
     assert cli(["vocab", str(tmp_path / "none.txt"), "--out", str(out)]) == 2
+
+
+def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(tmp_path, corpus):
+    import subprocess
+    import sys
+    import time
+    train, valid = corpus
+    run = tmp_path / "term"
+    cmd = [sys.executable, "-m", "elmo_dist", "pretrain", "--run-dir", str(run), "--corpus", str(train),
+           "--valid", str(valid), "--preset", "tiny", "--batch-size", "2", "--num-steps", "5", "--max-steps", "100000",
+           "--eval-every", "0", "--checkpoint-every", "0", "--log-every", "1", "--wandb", "disabled", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and len(read_metrics(run, "train")) < 3:
+            time.sleep(0.5)
+        assert len(read_metrics(run, "train")) >= 3, "training did not start"
+        proc.terminate()
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert "SIGTERM" in out and "--resume" in out
+    saved = list_checkpoints(run)
+    assert saved, out
+    step = int(saved[-1].name.split("-")[1])
+    assert step == max(r["step"] for r in read_metrics(run, "train"))  # the last finished step
