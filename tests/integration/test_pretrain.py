@@ -169,16 +169,19 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(tmp_path, corpus):
     cmd = [sys.executable, "-m", "elmo_dist", "pretrain", "--run-dir", str(run), "--corpus", str(train),
            "--valid", str(valid), "--preset", "tiny", "--batch-size", "2", "--num-steps", "5", "--max-steps", "100000",
            "--eval-every", "0", "--checkpoint-every", "0", "--log-every", "1", "--wandb", "disabled", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and len(read_metrics(run, "train")) < 3:
-            time.sleep(0.5)
-        assert len(read_metrics(run, "train")) >= 3, "training did not start"
-        proc.terminate()
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
+    log = tmp_path / "pretrain.log"
+    with open(log, "w") as sink:  # a file, not a pipe: a full pipe would block the child
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline and len(read_metrics(run, "train")) < 3 and proc.poll() is None:
+                time.sleep(0.5)
+            assert len(read_metrics(run, "train")) >= 3, f"training did not start:\n{log.read_text()[-3000:]}"
+            proc.terminate()
+            proc.wait(timeout=120)
+        finally:
+            proc.kill()
+    out = log.read_text()
     assert proc.returncode == 0, out
     assert "SIGTERM" in out and "--resume" in out
     saved = list_checkpoints(run)
