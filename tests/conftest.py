@@ -15,3 +15,13 @@ def require_elmo_fixture():
     if not HAVE_FIXTURE:
         pytest.fail(f"ELMo fixture not found at {FIXTURE_DIR}: put shared/ beside the repository or set ELMO_DIST_FIXTURES")
     return FIXTURE_DIR
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (small-tensor tests run faster and repeatably that way)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,21 +14,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import torch
+from tests.corpus import write_corpus  # noqa: F401  (re-exported to the distributed tests)
 
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE",
                  "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")
 REPO = Path(__file__).resolve().parents[2]
-
-SENTENCES = ["the cat sat on a mat", "dogs ran far away from big red trucks", "small blue cars stop near our old house",
-             "a river runs by the house", "the old dog sleeps all day", "big trucks and small cars share the road"]
-
-
-def write_corpus(path: Path, lines: int, seed: int = 0) -> Path:
-    g = torch.Generator().manual_seed(seed)
-    rows = [SENTENCES[int(i)] for i in torch.randint(0, len(SENTENCES), (lines,), generator=g)]
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return path
 
 
 def free_port() -> int:

@@ -14,19 +14,11 @@ from elmo_dist import BiLM, batch_to_ids
 
 from . import FIXTURE_DIR, OPTIONS, WEIGHTS
 
-pytestmark = pytest.mark.usefixtures("require_elmo_fixture")
+pytestmark = pytest.mark.usefixtures("require_elmo_fixture", "one_thread")
 
 ATOL = 1e-5
 P = 16  # the fixture's projection_dim
 N_LAYERS = 2
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ process, launcher variables set by elmo-dist itself).
 """
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,20 +14,9 @@ from elmo_dist.model import ModelConfig
 from elmo_dist.train import DataConfig, OptimConfig, RunConfig, TrainConfig, pretrain
 from elmo_dist.train.checkpoint import list_checkpoints
 from elmo_dist.train.metrics import read_metrics
+from tests.corpus import write_corpus
 
 pytestmark = pytest.mark.timeout(300)
-
-# Six fixed sentences in random order: learnable (a biLM that reads context predicts most words),
-# unlike random words, whose perplexity floor is the vocabulary size.
-SENTENCES = ["the cat sat on a mat", "dogs ran far away from big red trucks", "small blue cars stop near our old house",
-             "a river runs by the house", "the old dog sleeps all day", "big trucks and small cars share the road"]
-
-
-def write_corpus(path: Path, lines: int, seed: int = 0) -> Path:
-    g = torch.Generator().manual_seed(seed)
-    rows = [SENTENCES[int(i)] for i in torch.randint(0, len(SENTENCES), (lines,), generator=g)]
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return path
 
 
 def micro_run_config(train_file, valid_file, lr=3e-3, **train_kw):

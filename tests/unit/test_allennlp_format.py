@@ -23,12 +23,7 @@ SENTENCES = [["The", "cat", "sat", "."], ["Émile", "a", "longwordlongwordlongwo
              ["<S>", "and", "</S>", "too", "many", "tokens", "here"]]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_config(**changes) -> ModelConfig:

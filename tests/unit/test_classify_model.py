@@ -13,12 +13,7 @@ N_LAYERS, DIM, CLASSES, INFORMATIVE = 3, 8, 3, 2
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def synthetic(n=180, seed=0):

@@ -7,12 +7,7 @@ from elmo_dist import BiLM, Elmo, ModelConfig, ScalarMix, batch_to_ids
 SENTENCES = [["a", "tiny", "test", "."], ["another", "one"], ["x"]]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_bilm(stateful=False) -> BiLM:

@@ -14,12 +14,7 @@ LINES = ["the cat sat on the mat .", "", "a b", "   ", "the cat sat on the mat .
          " ".join(f"w{i}" for i in range(12)), "Émile écrit ."]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
