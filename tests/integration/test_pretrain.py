@@ -149,9 +149,12 @@ def test_cli_vocab(tmp_path, corpus, capsys):
 
 
 def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(tmp_path, corpus):
+    import os
     import subprocess
     import sys
     import time
+
+    from elmo_dist.train.distributed import LAUNCHER_VARS
     train, valid = corpus
     run = tmp_path / "term"
     cmd = [sys.executable, "-m", "elmo_dist", "pretrain", "--run-dir", str(run), "--corpus", str(train),
@@ -159,7 +162,10 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(tmp_path, corpus):
            "--eval-every", "0", "--checkpoint-every", "0", "--log-every", "1", "--wandb", "disabled", "--no-progress"]
     log = tmp_path / "pretrain.log"
     with open(log, "w") as sink:  # a file, not a pipe: a full pipe would block the child
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, text=True)
+        # In-process runs above set the launcher variables in this process (and hold its
+        # MASTER_PORT): the child must start as a fresh single process.
+        env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, text=True, env=env)
         try:
             deadline = time.time() + 240
             while time.time() < deadline and len(read_metrics(run, "train")) < 3 and proc.poll() is None:
