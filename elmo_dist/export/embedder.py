@@ -8,10 +8,12 @@ growing table, so after the first few batches of a corpus almost no token goes t
 Padding slots never go through the CNN or cost a lookup.
 
 Stateless (the default): every batch starts from a zero LSTM state, so a sentence's vectors do
-not depend on what was embedded before it. This path takes the token inputs from the cache,
-together with each word's first-layer input projection for both directions (x W_in + B, which
-depends on the word alone: a third of the first layer's matmuls), and runs the LSTM stacks on
-packed sequences with no padding (``packed_lstm.PackedBiLM``; same outputs to ~1e-7).
+not depend on what was embedded before it. Then more than the CNN output depends on the word
+alone, and the cache keeps it too, per direction: the first-layer input projection (x W_in + B,
+a third of that layer's matmuls) and every layer's state after a sentence's first step (its
+first word going forward, its last going backward, see ``packed_lstm``). The LSTM stacks run
+the remaining n - 1 steps of each sentence on packed sequences with no padding
+(``packed_lstm.PackedBiLM``; same outputs as ``BiLM.forward`` to ~1e-7).
 Stateful (``stateful=True``): each batch goes through ``BiLM.forward`` on a stateful biLM,
 carrying every row's state to the next batch (AllenNLP's behaviour); the cache is not used there.
 """
@@ -22,28 +24,35 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from elmo_dist.data.chars import BOS_TOKEN, EOS_TOKEN, batch_to_ids, word_to_char_ids
+from elmo_dist.data.chars import batch_to_ids, word_to_char_ids
 from elmo_dist.model import BiLM
 
 
+TABLES = ("token", "xw0 forward", "xw0 backward", "first-step state forward", "first-step state backward")
+
+
 class TokenEmbeddingCache:
-    """word -> character-CNN output (P,) and, optionally, what the first LSTM layer of each
-    direction computes from it alone (x W_in + B, 4H each); one row per word in growing tables,
-    row 0 = padding (zeros). Emptied when a batch would take it past ``max_words``."""
+    """word -> character-CNN output (P,) and, with a ``PackedBiLM``, per direction what the
+    stateless biLM computes from the word alone: x W_in + B of the first layer (4H) and the
+    state after a sentence's first step (L (P + H), ``PackedBiLM.first_step``). One row per word
+    in growing tables, row 0 = padding (zeros). Emptied when a batch would take it past
+    ``max_words``."""
 
     def __init__(self, encoder, max_words: int = 200_000, encode_batch: int = 1024, packed=None):
         if max_words < 1:
             raise ValueError(f"cache size must be >= 1 word; got {max_words}")
         self.encoder, self.max_words, self.encode_batch = encoder, max_words, encode_batch
-        self.packed = packed  # a PackedBiLM: also cache the layer-0 input projections
+        self.packed = packed  # a PackedBiLM: also cache input projections and first-step states
         self.hits = self.misses = 0
         self.clear()
 
     def clear(self) -> None:
         p = self.encoder.proj.weight
         self._index: dict[str, int] = {}
-        widths = [p.shape[0]] + ([4 * self.packed.hidden] * 2 if self.packed is not None else [])
-        self._tables = [p.new_zeros(1024, w) for w in widths]  # (capacity, width) each
+        widths = [p.shape[0]]
+        if self.packed is not None:
+            widths += [4 * self.packed.hidden] * 2 + [self.packed.state_width] * 2
+        self._tables = [p.new_zeros(1024, w) for w in widths]  # (capacity, width) each: TABLES
 
     def __len__(self) -> int:
         return len(self._index)
@@ -84,8 +93,11 @@ class TokenEmbeddingCache:
             self._tables = grown
         emb = self.encode(words, parallel)  # (n, P)
         self._tables[0][first:need] = emb
-        for d in range(len(self._tables) - 1):
-            self._tables[d + 1][first:need] = self.packed.input_projection(emb, direction=d)
+        if self.packed is not None:
+            for d in (0, 1):
+                xw = self.packed.input_projection(emb, direction=d)  # (n, 4H)
+                self._tables[1 + d][first:need] = xw
+                self._tables[3 + d][first:need] = self.packed.first_step(emb, xw, d)  # xw overwritten
         self._index.update((w, first + i) for i, w in enumerate(words))
 
     def row_ids(self, words: Sequence[str], parallel: bool = False) -> list:
@@ -103,8 +115,7 @@ class TokenEmbeddingCache:
         return [get(w) for w in words]
 
     def lookup(self, rows: Tensor, table: int = 0, out: Optional[Tensor] = None) -> Tensor:
-        """(N,) rows -> (N, width): table 0 = token embeddings, 1 / 2 = forward / backward
-        layer-0 x W_in + B; into ``out`` when given."""
+        """(N,) rows -> (N, width) of a table (see TABLES); into ``out`` when given."""
         if out is None:
             return self._tables[table].index_select(0, rows)
         return torch.index_select(self._tables[table], 0, rows, out=out)
@@ -115,8 +126,9 @@ class Embedder:
 
     ``embed(sentences)`` returns all layers (B, n_layers + 1, T, 2P) with sentence boundaries
     removed and zeros at padding, plus the lengths: what ``BiLM.forward`` returns.
-    ``cache_mb`` bounds the cache (each word costs (P + 8H) * 4 bytes: 33 KB at the ``small``
-    sizes, so the default 1024 MB holds ~31k words); it is emptied and refilled when full.
+    ``cache_mb`` bounds the cache (each word costs (P + 8H + 2L (P + H)) * 4 bytes: 51 KB at the
+    ``small`` sizes, so the default 1024 MB holds ~20k words); it is emptied and refilled when
+    full.
     With ``parallel`` and 2+ torch threads, the two LSTM directions (and the CNN over new words,
     in two halves) run in two threads at once, each with half of the intra-op threads.
     The biLM's weights are read when the Embedder is made, and its ``stateful`` flag is set to
@@ -130,8 +142,8 @@ class Embedder:
         self.bilm.stateful = stateful
         self.bilm.reset_state()
         cfg = bilm.config
-        per_word = 4 * (cfg.projection_dim + 8 * cfg.lstm_dim)
         self.packed = PackedBiLM(bilm)
+        per_word = 4 * (cfg.projection_dim + 8 * cfg.lstm_dim + 2 * self.packed.state_width)
         self.cache = TokenEmbeddingCache(bilm.encoder, max(1, int(cache_mb * 2 ** 20 / per_word)),
                                          packed=self.packed)
 
@@ -169,35 +181,54 @@ class Embedder:
             torch.set_num_threads(total)
 
     def _embed_packed(self, sentences: Sequence[Sequence[str]], parallel: bool) -> Tensor:
-        """Stateless: sentences framed by <S> ... </S>, packed longest first, run, unpacked."""
+        """Stateless: first steps from the cache, the other n - 1 steps a direction packed
+        (longest sentence first), then unpacked into (B, L+1, T, 2P)."""
         from .packed_lstm import pack_lengths
         B, T = len(sentences), max(len(s) for s in sentences)
-        H = self.bilm.config.lstm_dim
-        framed = [[BOS_TOKEN, *s, EOS_TOKEN] for s in sentences]
-        packing = pack_lengths([len(f) for f in framed])
-        words, src, dest = [], [], []
-        for t, n in enumerate(packing.counts):
-            for rank in range(n):
-                b = packing.order[rank]
-                words.append(framed[b][t])
-                if 1 <= t <= len(sentences[b]):  # a token, not a boundary: output position t - 1
-                    src.append(len(words) - 1)
-                    dest.append(b * T + t - 1)
-        rows = torch.tensor(self.cache.row_ids(words, parallel), dtype=torch.long, device=self.device)  # (N,)
-        x = self.cache.lookup(rows, 0)  # (N, P)
-        xw0 = tuple(self.cache.lookup(rows, 1 + d, out=self.packed.buffer(f"xw{d}", len(words), 4 * H, x))
-                    for d in (0, 1))  # (N, 4H) each, in the scratch buffers the first layer reads
+        packed, cache, device = self.packed, self.cache, self.device
+        ids = cache.row_ids([w for s in sentences for w in s], parallel)
+        firsts, total = [], 0  # flat index of each sentence's first token
+        for s in sentences:
+            firsts.append(total)
+            total += len(s)
+        rest = pack_lengths([len(s) - 1 for s in sentences])  # both directions' runs: n - 1 steps a row
+        order = rest.order
+        # Packed position (t, rank) is token t + 1 of its row going forward, token t going backward.
+        fwd_ids, bwd_ids, dest = [], [], []
+        for t, n in enumerate(rest.counts):
+            for b in order[:n]:
+                fwd_ids.append(ids[firsts[b] + t + 1])
+                bwd_ids.append(ids[firsts[b] + t])
+                dest.append(b * T + t)  # the backward output's position; forward's is one further
 
-        fwd, bwd = self.packed.run(x, packing, xw0, parallel=parallel)
-        src_t = torch.tensor(src, dtype=torch.long, device=self.device)
-        dest_t = torch.tensor(dest, dtype=torch.long, device=self.device)
-        P, L1 = x.shape[1], len(fwd) + 1
-        out = x.new_zeros(L1, 2, B * T, P)
-        halves = [(x, x)] + list(zip(fwd, bwd))
-        for k, pair in enumerate(halves):
-            for side, packed in enumerate(pair):
-                out[k, side].index_copy_(0, dest_t, packed.index_select(0, src_t))
-        return out.view(L1, 2, B, T, P).permute(2, 0, 3, 1, 4).reshape(B, L1, T, 2 * P)
+        def tensor(values: list) -> Tensor:
+            return torch.tensor(values, dtype=torch.long, device=device)
+
+        all_ids, pos = tensor(ids), tensor([b * T + t for b, s in enumerate(sentences) for t in range(len(s))])
+        edge_ids = (tensor([ids[firsts[b]] for b in order]),  # each row's first word (forward) ...
+                    tensor([ids[firsts[b] + len(sentences[b]) - 1] for b in order]))  # ... last (backward)
+        edge_pos = (tensor([b * T for b in order]), tensor([b * T + len(sentences[b]) - 1 for b in order]))
+        run_pos = (tensor(dest) + 1, tensor(dest)) if dest else (tensor([]), tensor([]))
+        run_ids = (tensor(fwd_ids), tensor(bwd_ids))
+
+        x = cache.lookup(all_ids, 0)  # (sum n, P)
+        P, L1 = x.shape[1], self.n_layers
+        out = x.new_zeros(B * T, L1, 2, P)  # rows in output order; padding rows stay zero
+        out[pos, 0] = x.unsqueeze(1).expand(-1, 2, -1)  # the token layer, in both halves
+        starts = [packed.unflatten(cache.lookup(edge_ids[d], 3 + d)) for d in (0, 1)]  # per layer (B, .)
+        for d in (0, 1):  # the first steps' outputs
+            edge = packed.layer_outputs(cache.lookup(edge_ids[d], 0), starts[d])
+            out[edge_pos[d], 1:, d] = torch.stack(edge, 1)  # (B, L, P)
+
+        def fill_xw0(d: int):
+            return lambda buffer: cache.lookup(run_ids[d], 1 + d, out=buffer)  # (N, 4H)
+
+        def write(d: int, layers: list) -> None:  # in direction d's thread; the halves are disjoint
+            if layers[0].shape[0]:
+                out[run_pos[d], 1:, d] = torch.stack(layers, 1)  # (N, L, P)
+
+        packed.run(rest, (fill_xw0(0), fill_xw0(1)), starts, parallel=parallel, on_done=write)
+        return out.view(B, T, L1, 2 * P).transpose(1, 2)  # (B, L1, T, 2P), a view
 
 
 def batches_by_length(lengths: Sequence[int], batch_size: int, max_batch_tokens: Optional[int] = None) -> list[list[int]]:

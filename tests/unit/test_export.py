@@ -43,12 +43,24 @@ def alone(bilm, tokens):
 
 
 @pytest.mark.parametrize("threads", [1, 2], ids=["serial", "two-threads"])
+def test_embedder_one_and_two_word_sentences(bilm, threads):
+    """A one-word sentence is all first step (nothing left to run): alone, mixed, and repeated."""
+    torch.set_num_threads(threads)
+    embedder = Embedder(bilm)
+    for sents in ([["solo"]], [["solo"], ["a", "b"]], [["x"], ["y"], ["x"]], [["a", "b"], ["b", "a"], ["c"]]):
+        with torch.no_grad():
+            want = bilm(batch_to_ids(sents)).layers
+        got, _ = embedder.embed(sents)
+        assert torch.allclose(got, want, atol=1e-6, rtol=0), sents
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["serial", "two-threads"])
 def test_embedder_equals_bilm_forward(bilm, threads):
     sents = [line.split() for line in LINES if line.strip()]
     with torch.no_grad():
         want = bilm(batch_to_ids(sents)).layers
     torch.set_num_threads(threads)  # 2: the directions (and the CNN) run in two threads
-    embedder = Embedder(bilm, cache_mb=0.005)  # 7 words: the cache empties and refills
+    embedder = Embedder(bilm, cache_mb=0.0075)  # 7 words: the cache empties and refills
     assert embedder.cache.max_words == 7
     for _ in range(2):
         got, lengths = embedder.embed(sents)
