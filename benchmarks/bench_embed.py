@@ -13,9 +13,11 @@ batches of 32, stateless, ``--threads`` torch threads (default 2). Tokens/s coun
   bilm.forward    ``BiLM.forward``: char CNN once per distinct token of the batch, padding never
                   encoded, LSTM input projection as one matmul, elmo_dist_kernels' torch LSTMP
   embedder-cold   ``elmo_dist.export.Embedder``, a fresh one, as ``elmo-dist export`` runs it: a
-                  cache across batches of each word's CNN output and first-layer input
-                  projections, starting empty; LSTMs on packed sequences (no padding computed);
-                  with 2 threads the two directions run in two threads, 1 intra-op thread each
+                  cache across batches of what depends on a word alone (its CNN output, its
+                  first-layer input projections, its first-step LSTM states), starting empty;
+                  sentence boundaries never run; the other n - 1 steps a direction on packed
+                  sequences (no padding computed); with 2 threads the two directions run in two
+                  threads, 1 intra-op thread each
   embedder-warm   the same Embedder on a second pass (every word cached: CNN cost gone)
   embedder-warm-serial  the warm Embedder with the directions one after the other (intra-op
                   threads only), to show what the two-thread split gives
