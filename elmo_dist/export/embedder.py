@@ -186,44 +186,39 @@ class Embedder:
         from .packed_lstm import pack_lengths
         B, T = len(sentences), max(len(s) for s in sentences)
         packed, cache, device = self.packed, self.cache, self.device
-        ids = cache.row_ids([w for s in sentences for w in s], parallel)
-        firsts, total = [], 0  # flat index of each sentence's first token
-        for s in sentences:
-            firsts.append(total)
-            total += len(s)
+        ids = torch.tensor(cache.row_ids([w for s in sentences for w in s], parallel), dtype=torch.long)  # (sum n,)
         rest = pack_lengths([len(s) - 1 for s in sentences])  # both directions' runs: n - 1 steps a row
-        order = rest.order
-        # Packed position (t, rank) is token t + 1 of its row going forward, token t going backward.
-        fwd_ids, bwd_ids, dest = [], [], []
-        for t, n in enumerate(rest.counts):
-            for b in order[:n]:
-                fwd_ids.append(ids[firsts[b] + t + 1])
-                bwd_ids.append(ids[firsts[b] + t])
-                dest.append(b * T + t)  # the backward output's position; forward's is one further
+        # Index arithmetic in tensors (a Python loop over tokens here was 3% of a batch, serial).
+        lengths = torch.tensor([len(s) for s in sentences])  # (B,)
+        firsts = torch.cumsum(lengths, 0) - lengths  # (B,) flat index of each sentence's first token
+        order = torch.tensor(rest.order, dtype=torch.long)  # (B,) rows, longest first
+        counts = torch.tensor(rest.counts, dtype=torch.long)  # (steps,)
+        step = torch.repeat_interleave(torch.arange(len(rest.counts)), counts)  # (N,) step of each packed row
+        row = order[torch.arange(step.numel()) - torch.tensor(rest.offsets, dtype=torch.long)[step]]  # (N,)
+        # Packed row (step t, row b) is token t + 1 of b going forward, token t going backward.
+        tok = firsts[row] + step  # (N,) flat index of the backward token
+        run_ids = (ids[tok + 1].to(device), ids[tok].to(device))
+        run_pos = ((row * T + step + 1).to(device), (row * T + step).to(device))  # output positions
+        last = firsts[order] + lengths[order] - 1
+        edge_ids = (ids[firsts[order]].to(device), ids[last].to(device))  # first word forward, last backward
+        edge_pos = ((order * T).to(device), (order * T + lengths[order] - 1).to(device))
+        token_row = torch.repeat_interleave(torch.arange(B), lengths)  # (sum n,)
+        pos = (token_row * T + torch.arange(ids.numel()) - firsts[token_row]).to(device)
+        ids = ids.to(device)
 
-        def tensor(values: list) -> Tensor:
-            return torch.tensor(values, dtype=torch.long, device=device)
-
-        all_ids, pos = tensor(ids), tensor([b * T + t for b, s in enumerate(sentences) for t in range(len(s))])
-        edge_ids = (tensor([ids[firsts[b]] for b in order]),  # each row's first word (forward) ...
-                    tensor([ids[firsts[b] + len(sentences[b]) - 1] for b in order]))  # ... last (backward)
-        edge_pos = (tensor([b * T for b in order]), tensor([b * T + len(sentences[b]) - 1 for b in order]))
-        run_pos = (tensor(dest) + 1, tensor(dest)) if dest else (tensor([]), tensor([]))
-        run_ids = (tensor(fwd_ids), tensor(bwd_ids))
-
-        x = cache.lookup(all_ids, 0)  # (sum n, P)
-        P, L1 = x.shape[1], self.n_layers
-        out = x.new_zeros(B * T, L1, 2, P)  # rows in output order; padding rows stay zero
-        out[pos, 0] = x.unsqueeze(1).expand(-1, 2, -1)  # the token layer, in both halves
+        P, L1 = packed.proj, self.n_layers
+        out = cache.lookup(ids[:0], 0).new_zeros(B * T, L1, 2, P)  # rows in output order; padding stays zero
         starts = [packed.unflatten(cache.lookup(edge_ids[d], 3 + d)) for d in (0, 1)]  # per layer (B, .)
-        for d in (0, 1):  # the first steps' outputs
-            edge = packed.layer_outputs(cache.lookup(edge_ids[d], 0), starts[d])
-            out[edge_pos[d], 1:, d] = torch.stack(edge, 1)  # (B, L, P)
 
         def fill_xw0(d: int):
             return lambda buffer: cache.lookup(run_ids[d], 1 + d, out=buffer)  # (N, 4H)
 
-        def write(d: int, layers: list) -> None:  # in direction d's thread; the halves are disjoint
+        def write(d: int, layers: list) -> None:
+            """In direction d's thread: its half of every layer (the halves are disjoint)."""
+            if d == 0:
+                out[pos, 0] = cache.lookup(ids, 0).unsqueeze(1).expand(-1, 2, -1)  # the token layer, both halves
+            edge = packed.layer_outputs(cache.lookup(edge_ids[d], 0), starts[d])  # the first steps' outputs
+            out[edge_pos[d], 1:, d] = torch.stack(edge, 1)  # (B, L, P)
             if layers[0].shape[0]:
                 out[run_pos[d], 1:, d] = torch.stack(layers, 1)  # (N, L, P)
 
