@@ -15,7 +15,7 @@ What never needs running (all exact, since every sentence starts from a zero sta
 - A sentence's first step in each direction (its first word going forward, its last going
   backward): it starts from that constant state, so its states and outputs depend on the word
   alone, and ``first_step`` computes them once per word for a cache (``embedder.py``).
-So a sentence of n tokens costs n - 1 steps per direction instead of n + 2 (16% fewer at the
+So a sentence of n tokens costs n - 1 steps per direction instead of n + 2 (11% fewer at the
 20-30 token sentences of benchmarks/bench_embed.py, steps being ~90% of the work).
 
 Math (DESIGN.md; gate order i, j, f, o in the stored weights, forget bias +1 added here):

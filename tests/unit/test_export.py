@@ -42,6 +42,18 @@ def alone(bilm, tokens):
         return bilm(batch_to_ids([tokens])).layers[0].numpy()
 
 
+def test_plain_recurrence_fallback_equals_bilm_forward(bilm):
+    """Without TorchScript the plain-Python recurrence runs: it must give the same vectors."""
+    from elmo_dist.export import packed_lstm
+    sents = [line.split() for line in LINES if line.strip()]
+    with torch.no_grad():
+        want = bilm(batch_to_ids(sents)).layers
+    embedder = Embedder(bilm)
+    assert embedder.packed.recurrence is not packed_lstm._recurrence  # compiled where TorchScript exists
+    embedder.packed.recurrence = packed_lstm._recurrence
+    assert torch.allclose(embedder.embed(sents)[0], want, atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("threads", [1, 2], ids=["serial", "two-threads"])
 def test_embedder_one_and_two_word_sentences(bilm, threads):
     """A one-word sentence is all first step (nothing left to run): alone, mixed, and repeated."""
