@@ -200,12 +200,13 @@ def test_hung_rank_ends_job_in_bound(data, tmp_path):
         try:
             ranks[0].wait(timeout=COMM_TIMEOUT_S + 30)
         except Exception:
-            pytest.fail(f"rank 0 still running {COMM_TIMEOUT_S + 30} s after rank 1 hung")
+            pytest.fail(f"rank 0 still running {COMM_TIMEOUT_S + 30} s after rank 1 hung; its log ends:\n"
+                        + procs.log("job-rank0")[-2000:])
         ended_after = time.monotonic() - stopped_at
     finally:
         procs.reap()
     log = procs.log("job-rank0")
     assert ranks[0].returncode != 0, log[-2000:]
-    assert COMM_TIMEOUT_S * 0.5 < ended_after < COMM_TIMEOUT_S + 30, ended_after
+    assert COMM_TIMEOUT_S * 0.5 < ended_after < COMM_TIMEOUT_S + 30, (ended_after, log[-2000:])  # measured: ~63 s
     assert "lost contact with the other ranks" in log or "no progress for" in log, log[-2000:]
     assert "--resume" in log
