@@ -164,7 +164,10 @@ class Embedder:
 
     @torch.inference_mode()
     def embed(self, sentences: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
-        """sentences (B lists of tokens, none empty) -> layers (B, L+1, T, 2P), lengths (B,)."""
+        """sentences (B lists of tokens, none empty) -> layers (B, L+1, T, 2P), lengths (B,).
+
+        Stateless, the layers are a transposed view of a (B, T, L+1, 2P) tensor (no copy made).
+        """
         if any(len(s) == 0 for s in sentences):
             raise ValueError("Embedder.embed: empty sentence (drop blank lines before embedding)")
         lengths = torch.tensor([len(s) for s in sentences], dtype=torch.long)
