@@ -210,7 +210,7 @@ class Embedder:
         ids = ids.to(device)
 
         P, L1 = packed.proj, self.n_layers
-        out = cache.lookup(ids[:0], 0).new_zeros(B * T, L1, 2, P)  # rows in output order; padding stays zero
+        out = self.bilm.encoder.proj.weight.new_zeros(B * T, L1, 2, P)  # rows in output order; padding stays zero
         starts = [packed.unflatten(cache.lookup(edge_ids[d], 3 + d)) for d in (0, 1)]  # per layer (B, .)
 
         def fill_xw0(d: int):
