@@ -19,7 +19,9 @@ carrying every row's state to the next batch (AllenNLP's behaviour); the cache i
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections import Counter
+from contextlib import contextmanager
+from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -94,11 +96,35 @@ class TokenEmbeddingCache:
         emb = self.encode(words, parallel)  # (n, P)
         self._tables[0][first:need] = emb
         if self.packed is not None:
-            for d in (0, 1):
-                xw = self.packed.input_projection(emb, direction=d)  # (n, 4H)
-                self._tables[1 + d][first:need] = xw
-                self._tables[3 + d][first:need] = self.packed.first_step(emb, xw, d)  # xw overwritten
+            def direction(d: int):
+                def work():
+                    xw = self.packed.input_projection(emb, direction=d)  # (n, 4H)
+                    self._tables[1 + d][first:need] = xw
+                    self._tables[3 + d][first:need] = self.packed.first_step(emb, xw, d)  # xw overwritten
+                return work
+            if parallel and len(words) >= 64:
+                self.packed.in_two_threads(direction(0), direction(1), emb.device)
+            else:
+                direction(0)()
+                direction(1)()
         self._index.update((w, first + i) for i, w in enumerate(words))
+
+    def prefetch(self, words: Iterable[str], parallel: bool = False) -> int:
+        """Encodes the words not cached yet in one pass, most frequent first and only as many as
+        fit without emptying the cache; returns how many were added.
+
+        Why: batch by batch, each call encodes a few dozen new words, and the CNN's fixed cost
+        per call dominates at that size (0.58 ms a word over a 9,600-sentence PTB stream, against
+        0.15 ms in blocks of 1,024). A caller that knows its next sentences (the HDF5 export reads
+        10,000 lines at a time) encodes their vocabulary here at the block rate.
+        """
+        counts = Counter(w for w in words if w not in self._index)
+        room = self.max_words - len(self._index)
+        new = sorted(w for w, _ in counts.most_common(max(room, 0)))
+        if new:
+            self._add(new, parallel)
+            self.misses += len(new)
+        return len(new)
 
     def row_ids(self, words: Sequence[str], parallel: bool = False) -> list:
         """Table rows of ``words`` (encoding those not cached yet; ``parallel``: the CNN in two
@@ -162,6 +188,28 @@ class Embedder:
     def reset_state(self) -> None:
         self.bilm.reset_state()
 
+    @contextmanager
+    def _two_threads(self):
+        """Yields whether to run two threads of work (``parallel``, 2+ torch threads, CPU); if so,
+        each gets half of the intra-op threads until the block ends."""
+        total = torch.get_num_threads()
+        parallel = self.parallel and total >= 2 and self.device.type == "cpu"
+        if parallel:
+            torch.set_num_threads(total // 2)
+        try:
+            yield parallel
+        finally:
+            torch.set_num_threads(total)
+
+    @torch.inference_mode()
+    def prefetch(self, sentences: Iterable[Sequence[str]]) -> int:
+        """Caches, in large CNN batches, the words of sentences about to be embedded (stateless
+        only; see ``TokenEmbeddingCache.prefetch``); returns the number of words encoded."""
+        if self.stateful:
+            return 0
+        with self._two_threads() as parallel:
+            return self.cache.prefetch((w for s in sentences for w in s), parallel)
+
     @torch.inference_mode()
     def embed(self, sentences: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
         """sentences (B lists of tokens, none empty) -> layers (B, L+1, T, 2P), lengths (B,).
@@ -174,14 +222,8 @@ class Embedder:
         if self.stateful:
             out = self.bilm(batch_to_ids([list(s) for s in sentences]).to(self.device))
             return out.layers, lengths
-        total = torch.get_num_threads()
-        if not (self.parallel and total >= 2 and self.device.type == "cpu"):
-            return self._embed_packed(sentences, parallel=False), lengths
-        torch.set_num_threads(total // 2)  # two threads of work, each with half the intra-op threads
-        try:
-            return self._embed_packed(sentences, parallel=True), lengths
-        finally:
-            torch.set_num_threads(total)
+        with self._two_threads() as parallel:
+            return self._embed_packed(sentences, parallel), lengths
 
     def _embed_packed(self, sentences: Sequence[Sequence[str]], parallel: bool) -> Tensor:
         """Stateless: first steps from the cache, the other n - 1 steps a direction packed

@@ -127,6 +127,7 @@ def export_sentences(embedder: Embedder, input_file: Path | str, output_file: Pa
             if not tokens:
                 fout.create_dataset(str(line_no), shape=empty_shape, dtype="float32")
         todo = [item for item in chunk if item[2]]
+        embedder.prefetch(item[2] for item in todo)  # the chunk's new words, in large CNN batches
         if embedder.stateful:
             groups = [list(range(i, min(i + batch_size, len(todo)))) for i in range(0, len(todo), batch_size)]
         else:

@@ -186,3 +186,24 @@ def test_cnn_over_new_words_split_in_two_threads(bilm):
     serial = embedder.cache.encode(words)
     torch.set_num_threads(2)
     assert torch.allclose(embedder.cache.encode(words, parallel=True), serial, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["serial", "two-threads"])
+def test_prefetch_caches_frequent_words_first_within_the_bound(bilm, threads):
+    """Prefetched rows (CNN output, first-layer projections, first-step states, computed in one
+    block, in two threads with 2 threads) give the vectors BiLM.forward gives."""
+    torch.set_num_threads(threads)
+    sents = [[f"v{i}", f"v{i + 1}", "common", f"v{i + 2}"] for i in range(0, 120, 3)]  # 121 distinct words
+    per_word = 4 * (6 + 8 * 20 + 2 * 2 * (6 + 20))
+    embedder = Embedder(bilm, cache_mb=80.5 * per_word / 2 ** 20)
+    assert embedder.cache.max_words == 80
+    assert embedder.prefetch(sents) == 80
+    assert len(embedder.cache) == 80 and embedder.cache.misses == 80
+    assert "common" in embedder.cache._index  # the most frequent word is among those kept
+    assert embedder.prefetch(sents) == 0  # full: nothing more, and nothing emptied
+    with torch.no_grad():
+        want = bilm(batch_to_ids(sents)).layers
+    assert torch.allclose(embedder.embed(sents[:20])[0], want[:20, :, :4], atol=1e-6, rtol=0)
+    hits = embedder.cache.hits
+    assert hits == 80 and embedder.cache.misses == 80  # sents[:20] use v0..v59 and "common": all prefetched
+    assert torch.allclose(embedder.embed(sents)[0], want, atol=1e-6, rtol=0)  # overflows: empties and refills
