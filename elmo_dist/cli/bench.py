@@ -25,7 +25,8 @@ suites:
   train    training step tokens/s and achieved FLOP/s vs the measured matmul peak, per preset
   data     data pipeline tokens/s: tokenize + char ids + batching
   scaling  1 vs 2 ranks (launches real training runs; the slowest suite)
-  embed    ELMo embedding throughput vs an AllenNLP-style baseline (not in the default set)
+  embed    ELMo embedding throughput vs AllenNLP 2.10.1's own ELMo (--allennlp-wheel) or a
+           re-implementation of it (not in the default set)
 On a shared or small machine use --threads 1: with more threads than free cores every
 parallel region waits for a descheduled thread, and timings become several times slower.
 """
@@ -53,12 +54,16 @@ def build_parser():
     p.add_argument("--report-only", action="store_true", help="only render the report from the existing results")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads for the suites (None: torch's choice, all cores)")
+    p.add_argument("--allennlp-wheel", default=None, metavar="WHEEL",
+                   help="embed suite: allennlp-2.10.1-py3-none-any.whl (pip download allennlp==2.10.1 --no-deps) "
+                        "to measure AllenNLP's own ELMo side by side")
     p.add_argument("--pytest-args", nargs=argparse.REMAINDER, default=[], metavar="ARG",
                    help="extra pytest arguments for the pytest suites, e.g. -k 800k (everything after it)")
     return p
 
 
-def run_suites(folder: Path, suites: list[str], threads: Optional[int], pytest_args: list[str]) -> int:
+def run_suites(folder: Path, suites: list[str], threads: Optional[int], pytest_args: list[str],
+               allennlp_wheel: Optional[str] = None) -> int:
     import pytest
     import torch
     if threads is not None:
@@ -85,7 +90,10 @@ def run_suites(folder: Path, suites: list[str], threads: Optional[int], pytest_a
             print(f"elmo-dist bench: {module_name}.py is not in {folder}; suite {suite} skipped", flush=True)
             continue
         t0 = time.time()
-        argv = ["--threads", str(threads)] if suite == "embed" and threads else []
+        argv = []
+        if suite == "embed":
+            argv += ["--threads", str(threads)] if threads else []
+            argv += ["--allennlp-wheel", allennlp_wheel] if allennlp_wheel else []
         code = importlib.import_module(f"benchmarks.{module_name}").main(argv)
         print(f"elmo-dist bench: {suite} finished in {time.time() - t0:.0f} s (exit {code})", flush=True)
         status = status or int(code or 0)
@@ -99,7 +107,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         folder = benchmarks_dir()
         status = 0
         if not args.report_only:
-            status = run_suites(folder, list(dict.fromkeys(args.suite)), args.threads, args.pytest_args)
+            status = run_suites(folder, list(dict.fromkeys(args.suite)), args.threads, args.pytest_args,
+                                args.allennlp_wheel)
         if args.report or args.report_only:
             if str(folder.parent) not in sys.path:
                 sys.path.insert(0, str(folder.parent))

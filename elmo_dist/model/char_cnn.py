@@ -75,12 +75,7 @@ class CharCNNEncoder(nn.Module):
         N, C = chars.shape
         if N == 0 or self.char_embed.num_embeddings <= PAD_CHAR_ID:
             return self._max_conv_full(chars)
-        positions = torch.arange(1, C + 1, device=chars.device)  # (C,)
-        framed = ((chars != PAD_CHAR_ID) * positions).amax(dim=1)  # (N,) 1 + last non-padding slot
-        widest = max(conv.kernel_size[0] for conv in self.convs)
-        bucket = torch.clamp((framed + _LENGTH_BUCKET - 1) // _LENGTH_BUCKET * _LENGTH_BUCKET + widest - 1,
-                             max=C)  # (N,) slots each token needs for every filter
-        bucket = torch.clamp(bucket, min=widest)
+        bucket = self.conv_slots(chars)  # (N,)
         if int(bucket.min()) == C:
             return self._max_conv_full(chars)
         order = torch.argsort(bucket)  # (N,)
@@ -98,6 +93,17 @@ class CharCNNEncoder(nn.Module):
                 feats = [torch.maximum(f, v) for f, v in zip(feats, pad_values)]
             parts.append(torch.cat(feats, dim=1))  # (n, F)
         return torch.cat(parts).index_select(0, torch.argsort(order))  # (N, F), input order
+
+    def conv_slots(self, chars: Tensor) -> Tensor:
+        """(N, C) -> (N,) the character slots each token's convolutions run over: its framed
+        length m rounded up to a multiple of ``_LENGTH_BUCKET``, plus the widest filter's
+        width - 1, at most C (at least that width)."""
+        C = chars.shape[1]
+        positions = torch.arange(1, C + 1, device=chars.device)  # (C,)
+        framed = ((chars != PAD_CHAR_ID) * positions).amax(dim=1)  # (N,) 1 + last non-padding slot
+        widest = max(conv.kernel_size[0] for conv in self.convs)
+        rounded = (framed + _LENGTH_BUCKET - 1) // _LENGTH_BUCKET * _LENGTH_BUCKET
+        return torch.clamp(torch.clamp(rounded + widest - 1, max=C), min=widest)
 
     def _max_conv_full(self, chars: Tensor) -> Tensor:
         e = self.char_embed(chars).transpose(1, 2)  # (N, d, C)
