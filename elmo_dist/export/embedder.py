@@ -81,18 +81,25 @@ class TokenEmbeddingCache:
             return self._tables[0].new_zeros(0, self._tables[0].shape[1])
         return torch.cat(parts)
 
+    def _reserve(self, rows: int) -> None:
+        """Makes the tables hold at least ``rows`` rows (row 0 included), keeping the filled ones."""
+        if rows <= self._tables[0].shape[0]:
+            return
+        # Grow by 1.25x, not 2x: the tables are the export's largest allocation. Rows past the
+        # filled ones are never read, so they are left uninitialised (untouched pages cost no RSS).
+        size = min(max(rows, self._tables[0].shape[0] * 5 // 4), max(rows, self.max_words + 1))
+        filled = len(self._index) + 1
+        grown = []
+        for table in self._tables:
+            bigger = table.new_empty(size, table.shape[1])
+            bigger[:filled] = table[:filled]
+            grown.append(bigger)
+        self._tables = grown
+
     def _add(self, words: list, parallel: bool = False) -> None:
         first = len(self._index) + 1
         need = first + len(words)
-        if need > self._tables[0].shape[0]:
-            # Grow by 1.25x, not 2x: the tables are the export's largest allocation.
-            size = min(max(need, self._tables[0].shape[0] * 5 // 4), max(need, self.max_words + 1))
-            grown = []
-            for table in self._tables:
-                bigger = table.new_zeros(size, table.shape[1])
-                bigger[:first] = table[:first]
-                grown.append(bigger)
-            self._tables = grown
+        self._reserve(need)
         emb = self.encode(words, parallel)  # (n, P)
         self._tables[0][first:need] = emb
         if self.packed is not None:
@@ -121,9 +128,11 @@ class TokenEmbeddingCache:
         counts = Counter(w for w in words if w not in self._index)
         room = self.max_words - len(self._index)
         new = sorted(w for w, _ in counts.most_common(max(room, 0)))
-        if new:
-            self._add(new, parallel)
-            self.misses += len(new)
+        self._reserve(len(self._index) + 1 + len(new))  # one allocation, not a growth per block
+        block = 2 * self.encode_batch  # bounds the temporaries ((n, 4H) projections and CNN maps)
+        for start in range(0, len(new), block):
+            self._add(new[start:start + block], parallel)
+        self.misses += len(new)
         return len(new)
 
     def row_ids(self, words: Sequence[str], parallel: bool = False) -> list:

@@ -190,13 +190,14 @@ def test_cnn_over_new_words_split_in_two_threads(bilm):
 
 @pytest.mark.parametrize("threads", [1, 2], ids=["serial", "two-threads"])
 def test_prefetch_caches_frequent_words_first_within_the_bound(bilm, threads):
-    """Prefetched rows (CNN output, first-layer projections, first-step states, computed in one
-    block, in two threads with 2 threads) give the vectors BiLM.forward gives."""
+    """Prefetched rows (CNN output, first-layer projections, first-step states, computed in
+    blocks, in two threads with 2 threads) give the vectors BiLM.forward gives."""
     torch.set_num_threads(threads)
     sents = [[f"v{i}", f"v{i + 1}", "common", f"v{i + 2}"] for i in range(0, 120, 3)]  # 121 distinct words
     per_word = 4 * (6 + 8 * 20 + 2 * 2 * (6 + 20))
     embedder = Embedder(bilm, cache_mb=80.5 * per_word / 2 ** 20)
     assert embedder.cache.max_words == 80
+    embedder.cache.encode_batch = 32  # blocks of 64 words: one in two threads, one serial
     assert embedder.prefetch(sents) == 80
     assert len(embedder.cache) == 80 and embedder.cache.misses == 80
     assert "common" in embedder.cache._index  # the most frequent word is among those kept
