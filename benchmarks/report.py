@@ -318,7 +318,7 @@ def plots(kind: str, data: dict[str, dict], plot_dir: Path) -> dict[str, Path]:
 TITLES = {"bench_softmax": "Softmax: full vs adaptive vs torch.nn.AdaptiveLogSoftmaxWithLoss",
           "bench_lstm_layer": "LSTMP layer", "bench_train": "Training step: FLOP/s and fraction of peak",
           "bench_data": "Data pipeline", "ppl_softmax": "PTB perplexity: adaptive vs full softmax",
-          "bench_scaling": "1 vs 2 ranks", "embed_small": "ELMo embedding: elmo-dist vs AllenNLP-style, small sizes"}
+          "bench_scaling": "1 vs 2 ranks", "embed_small": "ELMo embedding: elmo-dist vs AllenNLP 2.10.1, small sizes"}
 ORDER = ["bench_softmax", "ppl_softmax", "bench_lstm_layer", "bench_train", "bench_data", "bench_scaling",
          "embed_small"]
 
