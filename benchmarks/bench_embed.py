@@ -202,12 +202,12 @@ def allennlp_variants(bilm, batches, chars, outputs: dict, wheel: Path, n_tokens
         sys.path.insert(0, str(REPO))
     from benchmarks.allennlp_reference import load
     elmo = load(wheel)
-    folder = Path(tempfile.mkdtemp(prefix="bench-embed-allennlp-"))
-    bilm.to_allennlp(folder)
-    options, weights = str(folder / "options.json"), str(folder / "lm_weights.hdf5")
-    plain = elmo._ElmoBiLm(options, weights).eval()
     vocab = ["@@PADDING@@", *sorted({w for b in batches for s in b for w in s})]  # row 0: padding
-    cached = elmo._ElmoBiLm(options, weights, vocab_to_cache=vocab).eval()  # word id = position in vocab
+    with tempfile.TemporaryDirectory(prefix="bench-embed-allennlp-") as tmp:  # read at construction
+        bilm.to_allennlp(tmp)
+        options, weights = str(Path(tmp) / "options.json"), str(Path(tmp) / "lm_weights.hdf5")
+        plain = elmo._ElmoBiLm(options, weights).eval()
+        cached = elmo._ElmoBiLm(options, weights, vocab_to_cache=vocab).eval()  # word id = position in vocab
     with torch.no_grad():
         # Row 0 holds the CNN output of the string "@@PADDING@@"; AllenNLP then masks by nonzero
         # values (add_sentence_boundary_token_ids), so padding would count as tokens and change
@@ -342,7 +342,7 @@ def main(argv=None) -> int:
     payload = {"benchmark": "embed", "setup": {"preset": "small", "batch_size": args.batch_size,
                                                "batches": len(batches), "sentence_tokens": "20-30 (PTB train)",
                                                "stateless": True, "real_tokens": n_tokens,
-                                               "stream_batches": args.stream_batches if args.stream_batches else 0,
+                                               "stream_batches": args.stream_batches,
                                                "stream_real_tokens": stream_tokens if args.stream_batches else 0},
                "provenance": meta, "baseline": baseline_name,
                "allennlp_reference_tokens_per_s": ALLENNLP_TOKENS_PER_S, "results": results}
