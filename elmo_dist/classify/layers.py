@@ -7,6 +7,12 @@ vectors depend on that document only) to ``OUT/cache/layers-<key>.hdf5``, where 
 the tokens and the model's files (checkpoint names and times, or the AllenNLP files' sizes and
 times): a re-run with the same documents and model reads the cache instead of running the biLM.
 In memory the layers are float16 (half the memory; the classifier computes in float32).
+
+The random-init control (``--baselines``) exports the same documents with the same biLM
+configuration, untrained: the weights ``elmo_dist.train.rundir.init_model`` gives (what
+``elmo-dist pretrain`` starts from), with the run's seed, or ``ALLENNLP_INIT_SEED`` for
+AllenNLP files. Its cache files are ``OUT/cache/random-init-<key>.hdf5``, keyed by
+``random_init_fingerprint`` (the model configuration and the seed), so both exports are kept.
 """
 from __future__ import annotations
 
@@ -96,6 +102,39 @@ def model_fingerprint(run_dir: Optional[Path] = None, checkpoint: Optional[Path]
     return {"options": stat(options), "weights": stat(weights)}
 
 
+ALLENNLP_INIT_SEED = 1234
+"""Seed of the random-init control for --options/--weights (they record no seed): TrainConfig's
+default seed, i.e. what `elmo-dist pretrain` of that configuration would start from."""
+
+
+def random_init_source(run_dir: Optional[Path] = None, options: Optional[Path] = None):
+    """(ModelConfig, seed) of the control: a run's config.json model and train.seed, or the
+    options.json model with ``ALLENNLP_INIT_SEED``."""
+    if run_dir is not None:
+        from elmo_dist.train.rundir import load_run_config
+        cfg = load_run_config(Path(run_dir))
+        return cfg.model, cfg.train.seed
+    if options is None:
+        raise ValueError("random-init control: needs a run directory or an options.json")
+    from elmo_dist.model.allennlp_format import read_options
+    return read_options(options), ALLENNLP_INIT_SEED
+
+
+def random_init_fingerprint(model_config, seed: int) -> dict:
+    """The cache identity of an untrained biLM: its configuration and its initialisation seed."""
+    return {"random_init": model_config.to_dict(), "seed": int(seed)}
+
+
+def load_random_init(model_config, seed: int, device: Optional[str] = None):
+    """The untrained biLM ``init_model(model_config, seed)``, stateless, in eval mode, on
+    ``device``; the caller's global RNG state is left as it was."""
+    from elmo_dist.train.rundir import init_model
+    with torch.random.fork_rng(devices=[]):
+        model = init_model(model_config, seed, stateful=False)
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(dev).eval()
+
+
 def load_bilm(run_dir: Optional[Path] = None, checkpoint: Optional[Path] = None, options: Optional[Path] = None,
               weights: Optional[Path] = None, device: Optional[str] = None):
     """A stateless biLM in eval mode from a run directory or bilm-tf/AllenNLP files."""
@@ -110,10 +149,11 @@ def load_bilm(run_dir: Optional[Path] = None, checkpoint: Optional[Path] = None,
 
 
 def cached_export(tokens: Sequence[Sequence[str]], cache_dir: Path, fingerprint: dict, load_model,
-                  batch_size: int = 64, progress: bool = True) -> tuple[Path, bool]:
-    """The HDF5 export of ``tokens`` (one document per line) by the model ``fingerprint`` names:
-    (path, True) when it was already in ``cache_dir``; otherwise ``load_model()`` is called, the
-    export written (older cached exports removed) and (path, False) returned."""
+                  batch_size: int = 64, progress: bool = True, name: str = "layers") -> tuple[Path, bool]:
+    """The HDF5 export ``cache_dir/<name>-<key>.hdf5`` of ``tokens`` (one document per line) by
+    the model ``fingerprint`` names: (path, True) when it was already there; otherwise
+    ``load_model()`` is called, the export written (older ``<name>-*`` exports and other
+    documents' token files removed) and (path, False) returned."""
     from elmo_dist.export import Embedder, export_sentences
     from elmo_dist.utils import atomic_write_text
 
@@ -122,19 +162,20 @@ def cached_export(tokens: Sequence[Sequence[str]], cache_dir: Path, fingerprint:
     key = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "docs": docs_hash, "model": fingerprint},
                                     sort_keys=True).encode()).hexdigest()[:16]
     cache_dir = Path(cache_dir)
-    out = cache_dir / f"layers-{key}.hdf5"
+    out = cache_dir / f"{name}-{key}.hdf5"
     if out.is_file():
         return out, True
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for old in list(cache_dir.glob("layers-*")) + list(cache_dir.glob("docs-*.txt")):
-        old.unlink()
     docs_file = cache_dir / f"docs-{docs_hash[:16]}.txt"
+    for old in list(cache_dir.glob(f"{name}-*")) + list(cache_dir.glob("docs-*.txt")):
+        if old != docs_file:
+            old.unlink()
     atomic_write_text(docs_file, text)
     embedder = Embedder(load_model())
     longest = max((len(t) for t in tokens), default=1)
     export_sentences(embedder, docs_file, out, mode="all", batch_size=batch_size, max_tokens=max(longest, 1),
                      progress=progress)
-    atomic_write_text(cache_dir / f"layers-{key}.json",
+    atomic_write_text(cache_dir / f"{name}-{key}.json",
                       json.dumps({"docs": docs_file.name, "model": fingerprint}, indent=2, sort_keys=True) + "\n")
     return out, False
 

@@ -9,6 +9,9 @@
       -> (B, T, D) -> dropout -> encoder: bilstm (final forward and backward states, (B, 2H))
                                          mean / max (over unmasked tokens, (B, D))
       -> linear -> logits (B, C)
+
+ELMo + bag of words (FusionClassifier): the same document vector h (B, H') concatenated with
+the document's TF-IDF vector t (B, V) before the linear layer: logits = W [h; t] + b.
 """
 from __future__ import annotations
 
@@ -146,3 +149,30 @@ class BagOfWordsClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.output(self.dropout(x))
+
+
+class FusionClassifier(LayerClassifier):
+    """ELMo + bag of words: logits = W [h; t] + b, h the LayerClassifier's encoded document (B, H')
+    and t its TF-IDF vector (B, V). W is held as two blocks, ``output`` (C, H', with b) and
+    ``bow_output`` (C, V), so the TF-IDF block can get its own learning rate and weight decay
+    (:meth:`param_groups`); the sum of the two products equals the one concatenated product."""
+
+    def __init__(self, n_layers: int, dim: int, vocab_size: int, n_classes: int, combine: str = "scalar-mix",
+                 encoder: str = "bilstm", hidden: int = 64, dropout: float = 0.3, layer_norm: bool = False):
+        super().__init__(n_layers, dim, n_classes, combine, encoder, hidden, dropout, layer_norm)
+        if vocab_size < 1:
+            raise ValueError(f"ELMo + bag of words needs a TF-IDF vocabulary; got {vocab_size} words")
+        self.bow_output = nn.Linear(vocab_size, n_classes, bias=False)
+
+    def forward(self, layers: Tensor, mask: Tensor, tfidf: Tensor) -> Tensor:
+        """layers (B, L+1, T, D), mask (B, T) bool, tfidf (B, V) -> logits (B, C)."""
+        x = self.dropout(self.combine(layers, mask))  # (B, T, D)
+        h = self.dropout(self.encoder(x, mask))  # (B, H')
+        return self.output(h) + self.bow_output(tfidf)  # (B, C)
+
+    def param_groups(self, bow_lr: float, bow_weight_decay: float) -> list:
+        """Adam groups: the TF-IDF block with ``bow_lr`` and ``bow_weight_decay``, the rest with the
+        optimiser's defaults (frozen parameters, e.g. the equal mix, left out)."""
+        bow = [self.bow_output.weight]
+        rest = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("bow_output.")]
+        return [{"params": rest}, {"params": bow, "lr": bow_lr, "weight_decay": bow_weight_decay}]

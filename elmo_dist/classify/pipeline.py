@@ -2,10 +2,12 @@
 
     OUT/split.json          the train/dev/test document ids, seed, fractions, class counts
     OUT/config.json         the resolved ClassifyConfig
-    OUT/cache/              on-the-fly exports (layers-<key>.hdf5) and the token file they came from
+    OUT/cache/              on-the-fly exports (layers-<key>.hdf5; random-init-<key>.hdf5 for the
+                            untrained-biLM control) and the token file they came from
     OUT/metrics.jsonl       one record per epoch and per finished run (+ wandb's offline files)
     OUT/results.json        every run: dev/test accuracy, macro-F1, per-class report, confusion
-                            matrix, layer weights; a summary over seeds per model
+                            matrix, layer weights; a summary over seeds per model; with the
+                            random-init control, pretraining_gain (main model minus control)
     OUT/layer_weights.json  the layer weights alone, per model and seed
     OUT/confusion-<model>-seed<k>.png
 """
@@ -20,15 +22,11 @@ from typing import Optional
 
 import torch
 
-from .bow import TfIdf
 from .data import LabeledDocs, make_split
-from .model import COMBINERS, ENCODERS, BagOfWordsClassifier, LayerClassifier
-from .report import classification_report, plot_confusion
+from .model import COMBINERS, ENCODERS
+from .runs import CONTROL, MODE_CHOICES, MODES, Inputs, StepLog, describe, model_specs, train_run
+from .summary import pretraining_gain, summarise, summary_table
 from .text import STYLES
-from .train import DenseBatcher, FitConfig, LayerBatcher, fit, layer_statistics, mean_attention, predict
-
-MODES = ("scalar-mix", "equal", "learned")
-"""The three ways of combining the biLM's layers that the classifier compares."""
 
 
 @dataclass
@@ -58,11 +56,12 @@ class ClassifyConfig:
     max_tokens: int = 128
     """Tokens kept per document (the first ones: title and opening sentences of an article)."""
     modes: list = field(default_factory=lambda: list(MODES))
-    """Layer combinations to train: scalar-mix, equal, learned."""
+    """Models to train, the first is the main one: scalar-mix, equal, learned (layer
+    combinations) or elmo+bow (ELMo scalar mix + TF-IDF before the output layer)."""
     encoder: str = "bilstm"
     """Sequence encoder: bilstm, mean or max."""
     baselines: bool = False
-    """Also train the layer-0 classifier and the bag-of-words baseline."""
+    """Also train layer0, the random-init control (with a biLM), bow, bow-sklearn and elmo+bow (runs.py)."""
     hidden: int = 64
     """BiLSTM units per direction, and the attention size of the learned combination."""
     dropout: float = 0.3
@@ -82,9 +81,9 @@ class ClassifyConfig:
     pooling (a pooled linear model moves slowly at 1e-3: mean pooling on BBC with the demo biLM
     reached a best dev accuracy of 0.29 at 1e-3, 0.51 at 1e-2)."""
     bow_lr: float = 1e-2
-    """Adam learning rate of the bag-of-words baseline."""
+    """Adam learning rate of the bag-of-words baseline (and of elmo+bow's TF-IDF weights)."""
     bow_weight_decay: float = 1e-5
-    """L2 penalty of the bag-of-words baseline."""
+    """L2 penalty of the bag-of-words baseline (and of elmo+bow's TF-IDF weights)."""
     seeds: list = field(default_factory=lambda: [0])
     """Training seeds; every model is trained once per seed and the summary gives mean and std."""
     split_seed: int = 13
@@ -113,9 +112,9 @@ class ClassifyConfig:
                              "or --layers FILE.hdf5 (elmo-dist export --all)")
         if self.layers and self.labels is None:
             raise ValueError("--layers needs --labels: the table whose rows the HDF5 datasets follow")
-        bad = [m for m in self.modes if m not in MODES]
+        bad = [m for m in self.modes if m not in MODE_CHOICES]
         if bad or not self.modes:
-            raise ValueError(f"unknown mode {bad or self.modes}; choose from: {', '.join(MODES)}, or all")
+            raise ValueError(f"unknown mode {bad or self.modes}; choose from: {', '.join(MODE_CHOICES)}, or all")
         if self.encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {self.encoder!r}; choose one of: {', '.join(ENCODERS)}")
         if self.text_style not in STYLES:
@@ -197,6 +196,33 @@ def prepare(cfg: ClassifyConfig, progress: bool = True, say=print):
     return docs, tokens, layers, split, info
 
 
+def control_layers(cfg: ClassifyConfig, tokens: list, progress: bool = True, say=print) -> tuple:
+    """(Layers of the untrained biLM for ``tokens``, info dict) for --baselines with a biLM (the
+    run's config and seed, or options.json and ALLENNLP_INIT_SEED); (None, None) without
+    --baselines; (None, {"skipped": why}) with --layers, after saying why."""
+    if not cfg.baselines:
+        return None, None
+    if cfg.layers:
+        say(f"{CONTROL} control skipped: --layers gives exported layers, not a biLM whose configuration could be "
+            f"re-initialised (give --run-dir or --options/--weights to measure what pretraining adds)")
+        return None, {"skipped": "layers read from an HDF5 file (--layers): no biLM configuration"}
+    from .layers import cached_export, load_random_init, random_init_fingerprint, random_init_source, \
+        read_hdf5_layers, stack_layers
+    t0 = time.time()
+    model_cfg, seed = random_init_source(cfg.run_dir, cfg.options)
+    fp = random_init_fingerprint(model_cfg, seed)
+    path, hit = cached_export(tokens, Path(cfg.out) / "cache", fp,
+                              lambda: load_random_init(model_cfg, seed, cfg.device),
+                              batch_size=cfg.export_batch_size, progress=progress, name=CONTROL)
+    say(f"{CONTROL} control layers (untrained biLM, seed {seed}): {'cached export' if hit else 'exported'} {path} "
+        f"({time.time() - t0:.1f} s)")
+    docs = read_hdf5_layers(path, list(range(len(tokens))))
+    if any(d is None for d in docs):
+        raise ValueError(f"{path}: the random-init export has documents without tokens; delete {path} and re-run")
+    return stack_layers(docs), {"source": str(path), "cache_hit": hit, "seed": seed, "model": fp,
+                                "seconds": time.time() - t0}
+
+
 def write_json(path: Path, payload: dict) -> None:
     """Keys in insertion order: models in the order they ran, main model first."""
     from elmo_dist.utils import atomic_write_text
@@ -215,97 +241,38 @@ def run_classify(cfg: ClassifyConfig, progress: bool = True, say=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", asdict(cfg))
     docs, tokens, layers, split, info = prepare(cfg, progress, say)
+    control, control_info = control_layers(cfg, tokens, progress, say)
+    if control_info is not None:
+        info["random_init"] = control_info
     say(f"{info['documents']} documents, {len(docs.classes)} classes; train/dev/test "
         f"{len(split['train'])}/{len(split['dev'])}/{len(split['test'])}; layers {layers.n_layers} x {layers.dim}; "
         f"{cfg.max_tokens} tokens max per document (mean {info['tokens']['mean']:.0f})")
-    device = _device(cfg)
-    stats = layer_statistics(layers.docs, split["train"]) if cfg.standardize else None
-    layer_batcher = LayerBatcher(layers.docs, device, stats)
+    sources = {"bilm": layers, **({CONTROL: control} if control is not None else {})}
+    inputs = Inputs(docs.labels, tokens, split, sources, _device(cfg), cfg.standardize)
     (out / "metrics.jsonl").unlink(missing_ok=True)
     logger = MetricsLogger(out, asdict(cfg), wandb_mode=cfg.wandb_mode, project="elmo-dist-classify")
-    log = _StepLog(logger)
-    models = list(cfg.modes) + (["layer0", "bow"] if cfg.baselines else [])
-    runs, bow = [], None
+    log = StepLog(logger)
+    runs = []
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.train_threads)
     try:
-        for name in models:
-            if name == "bow" and bow is None:
-                tfidf = TfIdf().fit([tokens[i] for i in split["train"]])
-                bow = (len(tfidf.vocab), DenseBatcher(tfidf.transform(tokens), device))
-                info["bow_vocabulary"] = bow[0]
-            for seed in cfg.seeds:
-                run = _train_one(cfg, name, seed, docs, split, layers, layer_batcher, bow, log, progress)
-                runs.append(run)
-                say(f"  {name:<10} seed {seed}: test accuracy {run['test']['accuracy']:.4f}  "
-                    f"macro-F1 {run['test']['macro_f1']:.4f}  (best epoch {run['best_epoch']}/{run['epochs_run']}, "
-                    f"{run['seconds']:.0f} s)" + (f"  layer weights {_fmt(run['layer_weights'])}"
-                                                   if run["layer_weights"] else ""))
+        for spec in model_specs(cfg.modes, cfg.baselines, control is not None):
+            for seed in [None] if spec.kind == "bow-sklearn" else cfg.seeds:
+                runs.append(train_run(cfg, spec, seed, inputs, docs.classes, log, progress))
+                say(describe(runs[-1]))
+            if spec.kind in ("bow", "fusion"):
+                info["bow_vocabulary"] = inputs.vocabulary
     finally:
         torch.set_num_threads(threads)
         logger.close()
     results = {"dataset": {**info, "classes": docs.classes, "split_sizes": {s: len(v) for s, v in split.items()}},
                "config": asdict(cfg), "runs": runs, "summary": summarise(runs)}
+    gain = pretraining_gain(results["summary"], cfg.modes[0])
+    if gain is not None:
+        results["pretraining_gain"] = gain
     write_json(out / "results.json", results)
     write_json(out / "layer_weights.json", _weights_by_model(runs))
     return results
-
-
-def _train_one(cfg: ClassifyConfig, name: str, seed: int, docs: LabeledDocs, split: dict, layers, layer_batcher,
-               bow, log: "_StepLog", progress: bool) -> dict:
-    """Trains and evaluates one model with one seed; writes its confusion plot; returns its run record."""
-    torch.manual_seed(seed)
-    if name == "bow":
-        model = BagOfWordsClassifier(bow[0], len(docs.classes)).to(layer_batcher.device)
-        fit_cfg = FitConfig(cfg.epochs, cfg.patience, cfg.batch_size, cfg.bow_lr, cfg.bow_weight_decay, seed)
-        batcher, combine = bow[1], None
-    else:
-        model = LayerClassifier(layers.n_layers, layers.dim, len(docs.classes), name, cfg.encoder, cfg.hidden,
-                                cfg.dropout, cfg.layer_norm).to(layer_batcher.device)
-        fit_cfg = FitConfig(cfg.epochs, cfg.patience, cfg.batch_size, cfg.lr, 0.0, seed)
-        batcher, combine = layer_batcher, name
-    result = fit(model, batcher, docs.labels, split["train"], split["dev"], fit_cfg,
-                 lambda record: log({"kind": "epoch", "model": name, "seed": seed, **record}), progress,
-                 desc=f"{name} seed {seed}")
-    truth = {s: [docs.labels[i] for i in split[s]] for s in ("dev", "test")}
-    test_pred, test_loss = predict(model, batcher, split["test"], docs.labels)
-    dev_pred, _ = predict(model, batcher, split["dev"], docs.labels)
-    test = classification_report(truth["test"], test_pred, docs.classes)
-    dev = classification_report(truth["dev"], dev_pred, docs.classes)
-    weights, gamma = _layer_weights(model, combine, layers.n_layers, layer_batcher, split["test"])
-    png = Path(cfg.out) / f"confusion-{name}-seed{seed}.png"
-    plot_confusion(test["confusion"], docs.classes, png,
-                   f"{name} ({cfg.encoder if combine else 'tf-idf + linear'}), seed {seed}: "
-                   f"test acc {test['accuracy']:.3f}")
-    log({"kind": "test", "model": name, "seed": seed, "test_accuracy": test["accuracy"],
-         "test_macro_f1": test["macro_f1"], "dev_accuracy": dev["accuracy"], "best_epoch": result.best_epoch})
-    return {"model": name, "baseline": name in ("layer0", "bow"), "combine": combine,
-            "encoder": cfg.encoder if combine else "linear on tf-idf", "seed": seed,
-            "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "seconds": round(result.seconds, 2),
-            "dev": {k: dev[k] for k in ("accuracy", "macro_f1")}, "test": {**test, "loss": test_loss},
-            "layer_weights": weights, "gamma": gamma, "confusion_png": png.name}
-
-
-class _StepLog:
-    """Logs records with a step that grows by one per record across all runs (wandb needs it monotonic)."""
-
-    def __init__(self, logger):
-        self.logger, self.step = logger, 0
-
-    def __call__(self, record: dict) -> None:
-        self.step += 1
-        self.logger.log({**record, "step": self.step})
-
-
-def _layer_weights(model, combine, n_layers, batcher, idx) -> tuple[Optional[list], Optional[float]]:
-    """Softmax-normalised layer weights (mean attention for the learned combination) and gamma."""
-    if combine in ("scalar-mix", "equal"):
-        return model.combine.layer_weights().tolist(), model.combine.gamma()
-    if combine == "learned":
-        return mean_attention(model, batcher, idx), None
-    if combine == "layer0":
-        return [1.0] + [0.0] * (n_layers - 1), None
-    return None, None
 
 
 def _weights_by_model(runs: list) -> dict:
@@ -316,41 +283,5 @@ def _weights_by_model(runs: list) -> dict:
     return out
 
 
-def _fmt(weights: list) -> str:
-    return "[" + ", ".join(f"{w:.2f}" for w in weights) + "]"
-
-
-def summarise(runs: list) -> dict:
-    """Per model: mean and standard deviation over seeds of test accuracy and macro-F1."""
-    out: dict = {}
-    for name in dict.fromkeys(r["model"] for r in runs):
-        rs = [r for r in runs if r["model"] == name]
-        entry = {"seeds": len(rs), "baseline": rs[0]["baseline"]}
-        for key in ("accuracy", "macro_f1"):
-            values = [r["test"][key] for r in rs]
-            entry[f"test_{key}"] = statistics.fmean(values)
-            entry[f"test_{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        entry["dev_accuracy"] = statistics.fmean(r["dev"]["accuracy"] for r in rs)
-        if rs[0]["layer_weights"]:
-            entry["layer_weights"] = [statistics.fmean(w) for w in zip(*(r["layer_weights"] for r in rs))]
-        out[name] = entry
-    return out
-
-
-MODEL_TITLES = {"scalar-mix": "ELMo, scalar mix", "equal": "ELMo, equal weights",
-                "learned": "ELMo, learned (attention)",
-                "layer0": "baseline: layer 0 only", "bow": "baseline: bag of words"}
-
-
-def summary_table(results: dict) -> str:
-    """The summary as aligned text: model, test accuracy, macro-F1 (mean +- std over seeds), weights."""
-    rows = [("model", "test acc", "macro-F1", "dev acc", "layer weights")]
-    for name, s in results["summary"].items():
-        pm = lambda k: f"{s[k]:.4f}" + (f" +-{s[k + '_std']:.4f}" if s["seeds"] > 1 else "")  # noqa: E731
-        rows.append((MODEL_TITLES.get(name, name), pm("test_accuracy"), pm("test_macro_f1"), f"{s['dev_accuracy']:.4f}",
-                     _fmt(s["layer_weights"]) if s.get("layer_weights") else "-"))
-    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
-__all__ = ["ClassifyConfig", "COMBINERS", "MODES", "prepare", "run_classify", "summarise", "summary_table"]
+__all__ = ["ClassifyConfig", "COMBINERS", "MODES", "MODE_CHOICES", "control_layers", "prepare", "run_classify",
+           "summarise", "summary_table"]

@@ -5,6 +5,7 @@ turns a list of document indices into the model's inputs on the device:
 
   * :class:`LayerBatcher`: (layers (B, L+1, T, D) float32 zero-padded, mask (B, T) bool)
   * :class:`DenseBatcher`: (features (B, V),)
+  * :class:`FusionBatcher`: (layers, mask, features): both of the above, for ELMo + bag of words
 
 Epoch e shuffles the training documents with ``torch.Generator().manual_seed(seed * 1000 + e)``
 and the model is initialised after ``torch.manual_seed(seed)``: a run is a function of its seed.
@@ -111,6 +112,19 @@ class DenseBatcher:
         return (self.features[list(idx)].to(self.device),)
 
 
+class FusionBatcher:
+    """A LayerBatcher's (layers, mask) and a DenseBatcher's features of the same documents."""
+
+    def __init__(self, layers: LayerBatcher, features: DenseBatcher):
+        self.layers, self.features, self.device = layers, features, layers.device
+
+    def length(self, i: int) -> int:
+        return self.layers.length(i)
+
+    def __call__(self, idx: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+        return (*self.layers(idx), *self.features(idx))  # (B, L+1, T, D), (B, T), (B, V)
+
+
 def _eval_batches(batcher, idx: Sequence[int], batch_size: int) -> list:
     """Evaluation batches of similar length (less padding), in a fixed order."""
     order = sorted(idx, key=lambda i: (-batcher.length(i), i))
@@ -136,11 +150,13 @@ def predict(model: nn.Module, batcher, idx: Sequence[int], labels: Sequence[int]
 
 def fit(model: nn.Module, batcher, labels: Sequence[int], train_idx: Sequence[int], dev_idx: Sequence[int],
         cfg: FitConfig, log: Optional[Callable[[dict], None]] = None, progress: bool = True,
-        desc: str = "train") -> FitResult:
-    """Trains ``model`` in place (see the module docstring); returns with the best epoch's weights loaded."""
+        desc: str = "train", param_groups: Optional[list] = None) -> FitResult:
+    """Trains ``model`` in place (see the module docstring); returns with the best epoch's weights
+    loaded. ``param_groups``: Adam parameter groups (their own lr / weight_decay override
+    ``cfg``'s); default: every trainable parameter with ``cfg.lr`` and ``cfg.weight_decay``."""
     from tqdm import tqdm
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = param_groups or [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     labels_t = torch.tensor(list(labels), dtype=torch.long)
     train_idx = list(train_idx)

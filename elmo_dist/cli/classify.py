@@ -27,8 +27,19 @@ the sequence (--encoder) and predicts with a linear layer. Modes:
   equal       the same with frozen equal weights 1/(L+1)
   learned     a small attention network: per-token weights over the layers
   all         the three above (the default)
---baselines adds the same classifier on layer 0 only (the context-free token embedding) and a
-TF-IDF bag of words with a linear classifier, on the same tokens.
+  elmo+bow    ELMo as used in practice: the scalar-mix document vector concatenated with the
+              document's TF-IDF vector before the linear layer
+--baselines adds, on the same tokens and split:
+  layer0       the same classifier on layer 0 only (the context-free token embedding)
+  random-init  a control: the first --mode's classifier on the layers of the same biLM
+               configuration, untrained (the initialisation `elmo-dist pretrain` starts from,
+               with the run's seed; seed 1234 for --options/--weights); skipped with --layers.
+               results.json's pretraining_gain = main model minus this control
+  bow          TF-IDF bag of words with a linear layer (Adam)
+  bow-sklearn  scikit-learn's TfidfVectorizer + LogisticRegression, C from {1, 10, 100} chosen
+               on dev accuracy; deterministic, so trained once (not per seed)
+  elmo+bow     ELMo (combined like the first --mode) + TF-IDF, unless it is a --mode; its TF-IDF
+               weights train with the bow baseline's learning rate and weight decay
 Training: Adam, early stopping on dev accuracy (--patience), the best epoch's weights kept, once
 per --seeds value. OUT gets results.json (accuracy, macro-F1, per-class report and confusion
 matrix per run, mean/std over seeds), layer_weights.json, confusion-*.png, split.json,
@@ -66,11 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stratified split fractions (unless the table has a split column)")
     g.add_argument("--split-seed", type=int, default=13, help="seed of the split")
     g = p.add_argument_group("classifier")
-    g.add_argument("--mode", default="all", choices=["scalar-mix", "equal", "learned", "all"],
-                   help="layer combination; all trains the three")
+    g.add_argument("--mode", default="all", choices=["scalar-mix", "equal", "learned", "elmo+bow", "all"],
+                   help="layer combination, or elmo+bow (scalar mix + TF-IDF before the output layer); "
+                        "all trains the three combinations")
     g.add_argument("--encoder", default="bilstm", choices=["bilstm", "mean", "max"],
                    help="sequence encoder: BiLSTM final states, or mean/max pooling over tokens")
-    g.add_argument("--baselines", action="store_true", help="also train the layer-0 and bag-of-words baselines")
+    g.add_argument("--baselines", action="store_true",
+                   help="also train layer0, the random-init biLM control (not with --layers), bow, bow-sklearn "
+                        "and elmo+bow")
     g.add_argument("--hidden", type=int, default=64,
                    help="BiLSTM units per direction; attention size of --mode learned")
     g.add_argument("--dropout", type=float, default=0.3, help="dropout on the combined layers and the encoder output")
@@ -122,9 +136,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     def run() -> int:
         apply_threads(args.threads)
         from elmo_dist.classify import run_classify, summary_table
+        from elmo_dist.classify.summary import gain_line
         cfg = config_from_args(args)
         results = run_classify(cfg, progress=not args.no_progress)
         print(summary_table(results))
+        gain = gain_line(results)
+        if gain:
+            print(gain)
         print(f"results: {Path(cfg.out) / 'results.json'}")
         print(closing_line(results))
         return 0

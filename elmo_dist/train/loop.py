@@ -46,7 +46,7 @@ from .distributed import (all_reduce_sum, any_rank, barrier, broadcast_from_main
 from .evaluate import evaluate_perplexity
 from .faults import DEFAULT_COMM_TIMEOUT_S, RankFailure, StopSignals, Watchdog, describe_collective_error
 from .metrics import MetricsLogger, perplexity, read_metrics
-from .rundir import (build_vocabulary, default_device, load_run_config, make_corpus, resolve_data,
+from .rundir import (build_vocabulary, default_device, init_model, load_run_config, make_corpus, resolve_data,
                      vocab_path, write_json)
 
 DEEPSPEED_FILE = "deepspeed.json"
@@ -232,8 +232,7 @@ def _train(cfg: RunConfig, vocab: Vocabulary, run_dir: Path, resume: bool, progr
     ds_cfg = deepspeed_config(tc, cfg.optim, user_ds, ds_source)  # validates the global batch
 
     watchdog.beat("building the model and the DeepSpeed engine")
-    torch.manual_seed(tc.seed)
-    bilm = BiLM(cfg.model).to(device)
+    bilm = init_model(cfg.model, tc.seed).to(device)  # seeds the global RNG, as dropout expects
     if found is not None:
         # Before the engine exists: ZeRO copies these weights into its fp32 partitions.
         bilm.load_state_dict(found[1]["model"])

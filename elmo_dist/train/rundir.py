@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from elmo_dist.data import Corpus, SkipReport, Vocabulary, count_words, ptb_paths
-from elmo_dist.model import BiLM
+from elmo_dist.model import BiLM, ModelConfig
 
 from .checkpoint import CheckpointError, latest_valid, load_checkpoint
 from .config import DataConfig, RunConfig
@@ -66,6 +66,15 @@ def vocab_path(run_dir: Path) -> Path:
 
 def load_run_config(run_dir: Path) -> RunConfig:
     return RunConfig.load(Path(run_dir) / "config.json")
+
+
+def init_model(config: ModelConfig, seed: int, stateful: bool = True) -> BiLM:
+    """The untrained biLM that pretraining starts from: ``torch.manual_seed(seed)``, then
+    ``BiLM(config)`` on the CPU (the trainer moves it to its device afterwards). Seeds the global
+    torch RNG as a side effect (the trainer's dropout draws continue from that state). The one
+    place the initialisation is defined: the trainer and classify's random-init control call it."""
+    torch.manual_seed(seed)
+    return BiLM(config, stateful=stateful)
 
 
 def load_model(run_dir: Path, checkpoint: Optional[Path] = None, stateful: bool = True) -> tuple[BiLM, RunConfig, Vocabulary]:

@@ -62,7 +62,11 @@ def test_classify_from_hdf5_layers_all_modes_and_baselines(tmp_path, capsys):
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     summary = results["summary"]
-    assert list(summary) == ["scalar-mix", "equal", "learned", "layer0", "bow"]
+    # --layers: no biLM configuration to re-initialise, so no random-init control (said in one line)
+    assert list(summary) == ["scalar-mix", "equal", "learned", "layer0", "bow", "bow-sklearn", "elmo+bow"]
+    assert "pretraining_gain" not in results and "random-init control skipped: --layers" in printed
+    assert results["dataset"]["random_init"]["skipped"]
+    assert summary["bow-sklearn"]["seeds"] == 1 and summary["bow-sklearn"]["deterministic"]
     for name in ("scalar-mix", "equal", "learned"):
         assert summary[name]["test_accuracy"] >= 0.8, (name, summary[name])
         assert abs(sum(summary[name]["layer_weights"]) - 1) < 1e-5
@@ -71,7 +75,8 @@ def test_classify_from_hdf5_layers_all_modes_and_baselines(tmp_path, capsys):
     assert set(run["test"]) >= {"accuracy", "macro_f1", "per_class", "confusion"}
     assert sum(map(sum, run["test"]["confusion"])) == results["dataset"]["split_sizes"]["test"] == 30
     assert (out / run["confusion_png"]).read_bytes()[:4] == b"\x89PNG"
-    assert set(json.loads((out / "layer_weights.json").read_text())) == {"scalar-mix", "equal", "learned", "layer0"}
+    assert set(json.loads((out / "layer_weights.json").read_text())) == {"scalar-mix", "equal", "learned", "layer0",
+                                                                         "elmo+bow"}
     split = json.loads((out / "split.json").read_text())
     assert split["counts"]["test"] == {c: 10 for c in CLASSES} and len(split["ids"]["train"]) == 105
     assert (out / "metrics.jsonl").read_text().count('"kind": "epoch"') >= 5
