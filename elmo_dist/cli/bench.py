@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 import time
@@ -62,9 +63,19 @@ def build_parser():
     return p
 
 
+def require_dev_extra(suites: list[str]) -> None:
+    """The pytest suites need pytest and pytest-benchmark, which only the dev extra installs."""
+    if not any(s in PYTEST_SUITES for s in suites):
+        return
+    missing = [dist for dist, module in (("pytest", "pytest"), ("pytest-benchmark", "pytest_benchmark"))
+               if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ImportError(f"the benchmark suites need {' and '.join(missing)}, which the dev extra installs: "
+                          'pip install -e ".[dev]"')
+
+
 def run_suites(folder: Path, suites: list[str], threads: Optional[int], pytest_args: list[str],
                allennlp_wheel: Optional[str] = None) -> int:
-    import pytest
     import torch
     if threads is not None:
         if threads < 1:
@@ -76,6 +87,7 @@ def run_suites(folder: Path, suites: list[str], threads: Optional[int], pytest_a
     status = 0
     files = [str(folder / PYTEST_SUITES[s]) for s in suites if s in PYTEST_SUITES]
     if files:
+        import pytest
         t0 = time.time()
         code = pytest.main([*files, "--benchmark-only", "-q", "-p", "no:cacheprovider", *pytest_args])
         print(f"elmo-dist bench: pytest suites {', '.join(s for s in suites if s in PYTEST_SUITES)} "
@@ -104,6 +116,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
 
     def run() -> int:
+        if not args.report_only:
+            require_dev_extra(args.suite)
         folder = benchmarks_dir()
         status = 0
         if not args.report_only:
