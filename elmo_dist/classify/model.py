@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from elmo_dist.model.elmo import ScalarMix
 
 COMBINERS = ("scalar-mix", "equal", "learned", "layer0")
-ENCODERS = ("bilstm", "mean", "max")
+ENCODERS = ("ffpool", "bilstm", "mean", "max")
 
 
 class ScalarMixCombiner(nn.Module):
@@ -108,6 +108,38 @@ class PoolEncoder(nn.Module):
         return (x * m).sum(1) / m.sum(1).clamp(min=1)
 
 
+class FeedForwardPoolEncoder(nn.Module):
+    """A per-token feed-forward layer, then mean and max over the unmasked tokens:
+    u_t = relu(W x_t + b) (B, T, H); output [mean_t u_t ; max_t u_t] (B, 2H).
+
+    The ReLU units act as learned detectors of token features (a word, a kind of context); mean
+    counts how often each fires, max whether it fired at all. On BBC News it beat the BiLSTM and
+    plain pooling on dev for every biLM tried (see the README's classify section), and it has no
+    recurrence, so an epoch costs a few matrix products.
+    """
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.ff = nn.Linear(dim, hidden)
+        self.output_dim = 2 * hidden
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        u = torch.relu(self.ff(x))  # (B, T, H)
+        m = mask.unsqueeze(-1)  # (B, T, 1)
+        mean = (u * m).sum(1) / m.sum(1).clamp(min=1)  # (B, H)
+        # u >= 0, so a masked 0 never wins the max over a document with a token.
+        return torch.cat([mean, (u * m).amax(dim=1)], dim=-1)  # (B, 2H)
+
+
+def make_encoder(kind: str, dim: int, hidden: int) -> nn.Module:
+    """The sequence encoder named ``kind`` (one of ENCODERS) over D = ``dim`` features."""
+    if kind == "bilstm":
+        return BiLSTMEncoder(dim, hidden)
+    if kind == "ffpool":
+        return FeedForwardPoolEncoder(dim, hidden)
+    return PoolEncoder(dim, kind)
+
+
 class LayerClassifier(nn.Module):
     """combine -> dropout -> encode -> dropout -> linear; see the module docstring."""
 
@@ -129,7 +161,7 @@ class LayerClassifier(nn.Module):
             self.combine = LayerAttention(n_layers, dim, hidden)
         else:
             self.combine = SingleLayer(0)
-        self.encoder = BiLSTMEncoder(dim, hidden) if encoder == "bilstm" else PoolEncoder(dim, encoder)
+        self.encoder = make_encoder(encoder, dim, hidden)
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(self.encoder.output_dim, n_classes)
 

@@ -24,7 +24,7 @@ import torch
 from .bow import TfIdf
 from .model import BagOfWordsClassifier, FusionClassifier, LayerClassifier
 from .report import classification_report, plot_confusion
-from .train import DenseBatcher, FitConfig, FusionBatcher, LayerBatcher, fit, layer_statistics, mean_attention, predict
+from .train import DenseBatcher, FitConfig, FusionBatcher, LayerBatcher, fit, layer_normalization, mean_attention, predict
 
 MODES = ("scalar-mix", "equal", "learned")
 """The three ways of combining the biLM's layers that the classifier compares (--mode all)."""
@@ -79,13 +79,13 @@ class Inputs:
     layers: dict
     """source -> Layers."""
     device: torch.device
-    standardize: bool = True
+    normalize: str = "whiten"
     _cache: dict = field(default_factory=dict)
 
     def layer_batcher(self, source: str) -> LayerBatcher:
         if source not in self._cache:
             docs = self.layers[source].docs
-            stats = layer_statistics(docs, self.split["train"]) if self.standardize else None
+            stats = layer_normalization(self.normalize, docs, self.split["train"])
             self._cache[source] = LayerBatcher(docs, self.device, stats)
         return self._cache[source]
 

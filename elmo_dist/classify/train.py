@@ -76,9 +76,53 @@ def layer_statistics(docs: Sequence[Tensor], idx: Sequence[int]) -> tuple[Tensor
     return mean.float(), var.sqrt().clamp(min=1e-6).float()
 
 
+def layer_whitening(docs: Sequence[Tensor], idx: Sequence[int], ridge: float = 0.01) -> tuple[Tensor, Tensor]:
+    """Per layer, the mean mu (L+1, 1, D) and a ZCA whitening matrix W (L+1, D, D) over all tokens
+    of the documents ``idx``: W = U diag((lambda + ridge * mean(lambda))^-1/2) U^T, with
+    Sigma = U diag(lambda) U^T the layer's token covariance; ``(x - mu) @ W`` then has about unit
+    covariance. The ridge keeps directions of (near) zero variance (layer 0 is the token embedding
+    written twice, so half its eigenvalues are 0) from being blown up.
+
+    Why: a biLM's layers are very anisotropic (on BBC News the top eigenvalue of the tiny demo
+    biLM's layer 0 is ~5,000x the median, trained or not), and per-feature standardisation leaves
+    the small directions, where much of the word identity lives, buried; whitening raised the
+    dev accuracy of the ffpool classifier by 4-8 points for trained and untrained biLMs alike."""
+    if ridge <= 0:
+        raise ValueError(f"whitening ridge must be > 0; got {ridge}")
+    mean, _ = layer_statistics(docs, idx)
+    mu = mean.double()  # (L+1, 1, D)
+    cov, count = None, 0
+    for i in idx:
+        x = docs[i].double() - mu  # (L+1, T, D)
+        c = x.transpose(1, 2) @ x  # (L+1, D, D)
+        cov = c if cov is None else cov + c
+        count += x.shape[1]
+    eigenvalues, vectors = torch.linalg.eigh(cov / count)  # (L+1, D), (L+1, D, D)
+    eigenvalues = eigenvalues.clamp(min=0)
+    scale = (eigenvalues + ridge * eigenvalues.mean(-1, keepdim=True).clamp(min=1e-12)).rsqrt()
+    w = vectors @ torch.diag_embed(scale) @ vectors.transpose(1, 2)  # (L+1, D, D)
+    return mean, w.float()
+
+
+NORMALIZATIONS = ("whiten", "standardize", "none")
+
+
+def layer_normalization(kind: str, docs: Sequence[Tensor], idx: Sequence[int]) -> Optional[tuple[Tensor, Tensor]]:
+    """The statistics a :class:`LayerBatcher` applies: ``whiten`` (mu, W), ``standardize``
+    (mean, std), ``none`` None; all from the documents ``idx`` (the training set) only."""
+    if kind == "whiten":
+        return layer_whitening(docs, idx)
+    if kind == "standardize":
+        return layer_statistics(docs, idx)
+    if kind == "none":
+        return None
+    raise ValueError(f"unknown layer normalisation {kind!r}; choose one of: {', '.join(NORMALIZATIONS)}")
+
+
 class LayerBatcher:
-    """Pads the per-document float16 layers (L+1, T_i, D) of the chosen documents; with ``stats``
-    (mean, std) from :func:`layer_statistics` every feature is standardised first."""
+    """Pads the per-document float16 layers (L+1, T_i, D) of the chosen documents; ``stats`` from
+    :func:`layer_normalization` are applied first: (mean, std) (L+1, 1, D) each standardises every
+    feature, (mu, W) with W (L+1, D, D) whitens each layer: ``(x - mu) @ W``."""
 
     def __init__(self, docs: Sequence[Tensor], device: torch.device, stats: Optional[tuple] = None):
         self.docs, self.device, self.stats = docs, device, stats
@@ -94,9 +138,14 @@ class LayerBatcher:
         mask = torch.zeros(len(items), T, dtype=torch.bool)
         for b, x in enumerate(items):
             n = x.shape[1]
-            layers[b, :, :n] = x if self.stats is None else (x.float() - self.stats[0]) / self.stats[1]
+            layers[b, :, :n] = x if self.stats is None else self._normalize(x.float())
             mask[b, :n] = True
         return layers.to(self.device), mask.to(self.device)  # (B, L+1, T, D), (B, T)
+
+    def _normalize(self, x: Tensor) -> Tensor:
+        """(L+1, T, D) -> (L+1, T, D) with the batcher's statistics."""
+        shift, scale = self.stats
+        return (x - shift) @ scale if scale.dim() == 3 else (x - shift) / scale
 
 
 class DenseBatcher:

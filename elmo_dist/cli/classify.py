@@ -80,20 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mode", default="all", choices=["scalar-mix", "equal", "learned", "elmo+bow", "all"],
                    help="layer combination, or elmo+bow (scalar mix + TF-IDF before the output layer); "
                         "all trains the three combinations")
-    g.add_argument("--encoder", default="bilstm", choices=["bilstm", "mean", "max"],
-                   help="sequence encoder: BiLSTM final states, or mean/max pooling over tokens")
+    g.add_argument("--encoder", default="ffpool", choices=["ffpool", "bilstm", "mean", "max"],
+                   help="sequence encoder: ffpool (a per-token ReLU layer of --hidden units, then mean and max "
+                        "over tokens), BiLSTM final states, or mean/max pooling")
     g.add_argument("--baselines", action="store_true",
                    help="also train layer0, the random-init biLM control (not with --layers), bow, bow-sklearn "
                         "and elmo+bow")
-    g.add_argument("--hidden", type=int, default=64,
-                   help="BiLSTM units per direction; attention size of --mode learned")
+    g.add_argument("--hidden", type=int, default=256,
+                   help="ffpool units, or BiLSTM units per direction; attention size of --mode learned")
     g.add_argument("--dropout", type=float, default=0.3, help="dropout on the combined layers and the encoder output")
     g.add_argument("--layer-norm", action="store_true", help="layer-normalise each layer in the scalar mix")
-    g.add_argument("--no-standardize", action="store_true",
-                   help="use the layers as they are (default: every feature of every layer standardised with "
-                        "its training-set mean and std)")
-    g.add_argument("--epochs", type=int, default=20, help="most epochs per run")
-    g.add_argument("--patience", type=int, default=3, help="stop after this many epochs without a better dev accuracy")
+    g.add_argument("--normalize", default="whiten", choices=["whiten", "standardize", "none"],
+                   help="layer features first: whiten each layer with its training-token covariance (ZCA), "
+                        "standardize each feature, or none")
+    g.add_argument("--epochs", type=int, default=60, help="most epochs per run")
+    g.add_argument("--patience", type=int, default=8, help="stop after this many epochs without a better dev accuracy")
     g.add_argument("--batch-size", type=int, default=32, help="documents per batch")
     g.add_argument("--lr", type=float, default=None,
                    help="Adam learning rate of the layer classifiers; none: 1e-3 with bilstm, 1e-2 with mean/max")
@@ -124,7 +125,7 @@ def config_from_args(args):
         layers=s(args.layers), run_dir=s(args.run_dir), checkpoint=s(args.checkpoint), options=s(args.options),
         weights=s(args.weights), tokenizer=args.tokenizer, text_style=args.text_style, max_tokens=args.max_tokens,
         modes=list(MODES) if args.mode == "all" else [args.mode], encoder=args.encoder, baselines=args.baselines,
-        hidden=args.hidden, dropout=args.dropout, layer_norm=args.layer_norm, standardize=not args.no_standardize,
+        hidden=args.hidden, dropout=args.dropout, layer_norm=args.layer_norm, normalize=args.normalize,
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr, seeds=list(args.seeds),
         split_seed=args.split_seed, split=list(args.split), device=args.device, train_threads=args.train_threads,
         export_batch_size=args.export_batch_size, wandb_mode=args.wandb_mode)
