@@ -85,6 +85,8 @@ class ClassifyConfig:
     """Adam learning rate of the bag-of-words baseline (and of elmo+bow's TF-IDF weights)."""
     bow_weight_decay: float = 1e-5
     """L2 penalty of the bag-of-words baseline (and of elmo+bow's TF-IDF weights)."""
+    only: Optional[list] = None
+    """Train only the models of these names among those --mode and --baselines give (None: all)."""
     seeds: list = field(default_factory=lambda: [0])
     """Training seeds; every model is trained once per seed and the summary gives mean and std."""
     split_seed: int = 13
@@ -128,6 +130,10 @@ class ClassifyConfig:
         for name in ("max_tokens", "hidden", "epochs", "patience", "batch_size", "export_batch_size", "train_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(self, name)}")
+        known = set(MODE_CHOICES) | {"layer0", CONTROL, "bow", "bow-sklearn"}
+        if self.only is not None and (not self.only or set(self.only) - known):
+            raise ValueError(f"--only: unknown model {sorted(set(self.only) - known) or self.only}; "
+                             f"choose from: {', '.join(sorted(known))}")
         if not self.seeds:
             raise ValueError("--seeds needs at least one seed")
         if self.wandb_mode not in ("offline", "online", "disabled"):
@@ -245,7 +251,8 @@ def run_classify(cfg: ClassifyConfig, progress: bool = True, say=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", asdict(cfg))
     docs, tokens, layers, split, info = prepare(cfg, progress, say)
-    control, control_info = control_layers(cfg, tokens, progress, say)
+    wanted = lambda name: cfg.only is None or name in cfg.only  # noqa: E731
+    control, control_info = control_layers(cfg, tokens, progress, say) if wanted(CONTROL) else (None, None)
     if control_info is not None:
         info["random_init"] = control_info
     say(f"{info['documents']} documents, {len(docs.classes)} classes; train/dev/test "
@@ -260,7 +267,7 @@ def run_classify(cfg: ClassifyConfig, progress: bool = True, say=print) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.train_threads)
     try:
-        for spec in model_specs(cfg.modes, cfg.baselines, control is not None):
+        for spec in [s for s in model_specs(cfg.modes, cfg.baselines, control is not None) if wanted(s.name)]:
             for seed in [None] if spec.kind == "bow-sklearn" else cfg.seeds:
                 runs.append(train_run(cfg, spec, seed, inputs, docs.classes, log, progress))
                 say(describe(runs[-1]))

@@ -140,7 +140,9 @@ def train_run(cfg, spec: ModelSpec, seed: Optional[int], inputs: Inputs, classes
     record = _evaluate(cfg, spec, seed, inputs, classes, dev_pred, test_pred, test_loss, log,
                        {"best_epoch": result.best_epoch})
     record.update(best_epoch=result.best_epoch, epochs_run=result.epochs_run, seconds=round(result.seconds, 2),
-                  layer_weights=weights, gamma=gamma)
+                  layer_weights=weights, gamma=gamma,
+                  # Its best dev accuracy came in the last allowed epoch: it may still have been rising.
+                  stopped_while_rising=result.best_epoch == result.epochs_run == cfg.epochs)
     return record
 
 
@@ -177,6 +179,8 @@ def describe(run: dict) -> str:
     if run["seed"] is None:
         return head + f"(C={run['C']:g} chosen on dev, {run['seconds']:.0f} s)"
     line = head + f"(best epoch {run['best_epoch']}/{run['epochs_run']}, {run['seconds']:.0f} s)"
+    if run.get("stopped_while_rising"):
+        line += "  [best dev accuracy at the last allowed epoch: raise --epochs]"
     return line + (f"  layer weights {fmt(run['layer_weights'])}" if run["layer_weights"] else "")
 
 

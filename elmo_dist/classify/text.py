@@ -36,6 +36,15 @@ def ptb_normalise(tokens: Sequence[str]) -> list:
     return out
 
 
+def line_tokens(line: str, tokenize: Callable[[str], list], style: str = "raw") -> list:
+    """One line's tokens: tokenised, tokens holding whitespace dropped, normalised per ``style``."""
+    line = line.strip()
+    if not line:
+        return []
+    toks = [t for t in tokenize(line) if t and not any(c.isspace() for c in t)]
+    return ptb_normalise(toks) if style == "ptb" else toks
+
+
 def document_tokens(text: str, tokenize: Callable[[str], list], style: str = "raw",
                     max_tokens: int | None = None) -> list:
     """One document's tokens: every non-blank line tokenised, joined, normalised, cut."""
@@ -45,9 +54,5 @@ def document_tokens(text: str, tokenize: Callable[[str], list], style: str = "ra
     for line in text.splitlines():
         if max_tokens is not None and len(tokens) >= max_tokens:
             break
-        line = line.strip()
-        if not line:
-            continue
-        toks = [t for t in tokenize(line) if t and not any(c.isspace() for c in t)]
-        tokens += ptb_normalise(toks) if style == "ptb" else toks
+        tokens += line_tokens(line, tokenize, style)
     return tokens[:max_tokens] if max_tokens is not None else tokens

@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=32, help="documents per batch")
     g.add_argument("--lr", type=float, default=None,
                    help="Adam learning rate of the layer classifiers; none: 1e-3 with bilstm, 1e-2 with mean/max")
+    g.add_argument("--only", nargs="+", default=None, metavar="MODEL",
+                   help="train only these of the models that --mode and --baselines name (e.g. random-init bow)")
     g.add_argument("--seeds", type=int, nargs="+", default=[0], help="train every model once per seed")
     g = p.add_argument_group("running")
     g.add_argument("--device", default=None, help="cpu or cuda[:k]; none: cuda when available")
@@ -126,7 +128,7 @@ def config_from_args(args):
         weights=s(args.weights), tokenizer=args.tokenizer, text_style=args.text_style, max_tokens=args.max_tokens,
         modes=list(MODES) if args.mode == "all" else [args.mode], encoder=args.encoder, baselines=args.baselines,
         hidden=args.hidden, dropout=args.dropout, layer_norm=args.layer_norm, normalize=args.normalize,
-        epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr, seeds=list(args.seeds),
+        epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr, only=args.only, seeds=list(args.seeds),
         split_seed=args.split_seed, split=list(args.split), device=args.device, train_threads=args.train_threads,
         export_batch_size=args.export_batch_size, wandb_mode=args.wandb_mode)
 
@@ -156,7 +158,7 @@ def closing_line(results: dict) -> str:
     summary = results["summary"]
     source = "BBC News" if results["config"]["labels"] is None else Path(results["config"]["labels"]).name
     n_test = results["dataset"]["split_sizes"]["test"]
-    main_name = results["config"]["modes"][0]
+    main_name = next((m for m in results["config"]["modes"] if m in summary), next(iter(summary)))
     others = [f"{name} {s['test_accuracy']:.4f}" for name, s in summary.items() if name != main_name]
     line = (f"classifier test accuracy ({source}, {n_test} test documents, {main_name}): "
             f"{summary[main_name]['test_accuracy']:.4f}")

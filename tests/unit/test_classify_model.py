@@ -37,7 +37,7 @@ def accuracy(model, batcher, labels, idx):
 
 
 @pytest.mark.parametrize("combine,encoder", [("scalar-mix", "mean"), ("equal", "mean"), ("learned", "mean"),
-                                             ("scalar-mix", "bilstm"), ("learned", "max")])
+                                             ("scalar-mix", "bilstm"), ("learned", "max"), ("scalar-mix", "ffpool")])
 def test_each_mode_learns_well_above_chance(combine, encoder):
     docs, labels, train, dev, test = synthetic()
     torch.manual_seed(0)

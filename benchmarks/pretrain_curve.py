@@ -1,0 +1,159 @@
+"""The pretraining-compute curve: BBC News test accuracy of ELMo layers against pretraining budget.
+
+One biLM (the demo's recipe: ``elmo-dist demo``'s pretrain flags, BBC News train+dev text) is
+trained in stages; after each budget its checkpoint gives a held-out perplexity (BBC dev text,
+a full pass) and goes through the demo's classifier (classify's defaults, ``--seeds``): ELMo
+scalar mix and equal weights, and layer 0 only. Budget 0 is the random-init control (the
+trainer's seeded initialisation through the same classifier); the bag-of-words baselines and
+ELMo + bag of words do not depend on the budget and run once, beside it.
+
+Budgets are CPU-minutes: core-minutes of training on this machine (``--cores``, 2 here), so 64
+CPU-minutes are 32 minutes of a 2-thread run. Each budget is turned into optimizer steps with
+``--steps-per-minute`` (wall-clock steps per minute of the 2-thread run on an idle machine,
+e.g. from the demo's summary.json: step / train_minutes), so that the figures do not depend on
+what else the machine did while the curve ran; the wall minutes each stage took are recorded.
+
+    python benchmarks/pretrain_curve.py --steps-per-minute 300 [--runs-dir runs/curve]
+
+Resumable: every finished stage is recorded in RUNS/curve_state.json and skipped on a rerun
+(the biLM resumes from its checkpoint: ``pretrain --resume`` continues exactly). Results (with
+provenance) go to benchmarks/results/cpu/pretrain_curve.json; ``python -m benchmarks.report``
+plots them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python benchmarks/pretrain_curve.py` from a checkout
+    sys.path.insert(0, str(REPO))
+
+CURVE_MODELS = ["scalar-mix", "equal", "layer0"]
+"""Trained at every budget > 0."""
+FIXED_MODELS = ["random-init", "bow", "bow-sklearn", "elmo+bow"]
+"""Trained once (at the first budget's checkpoint for elmo+bow, which needs a biLM)."""
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--runs-dir", type=Path, default=Path("runs/curve"), help="biLM run, classifier runs, state")
+    p.add_argument("--cpu-minutes", type=float, nargs="+", default=[2, 4, 8, 16, 32, 64],
+                   help="budgets after 0 (the random-init control), increasing")
+    p.add_argument("--cores", type=int, default=2, help="cores the pretraining uses (CPU-minutes per wall minute)")
+    p.add_argument("--steps-per-minute", type=float, required=True,
+                   help="optimizer steps per wall minute of the 2-thread run on an idle machine")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="classifier seeds")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cpu" / "pretrain_curve.json",
+                   help="JSON results path")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def load_state(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"stages": {}}
+
+
+def save_state(path: Path, state: dict) -> None:
+    from elmo_dist.utils import atomic_write_text
+    atomic_write_text(path, json.dumps(state, indent=2) + "\n")
+
+
+def train_to(run_dir: Path, steps: int, progress: bool) -> dict:
+    """Pretrains (or resumes) the demo biLM until ``steps``; returns its summary.json."""
+    from elmo_dist.cli import demo, pretrain
+    quiet = [] if progress else ["--no-progress"]
+    if (run_dir / "config.json").exists():
+        argv = ["--run-dir", str(run_dir), "--resume", "--max-steps", str(steps)]
+    else:
+        demo.write_corpus(run_dir, "bbc")
+        argv = [*demo.pretrain_args(run_dir, "bbc"), "--max-steps", str(steps), "--eval-every", "0",
+                "--checkpoint-every", "0", "--keep-checkpoints", "100", "--wandb", "disabled"]
+    if pretrain.main([*argv, *quiet]):
+        raise RuntimeError(f"pretraining to step {steps} failed; see the messages above")
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def classify(run_dir: Path, checkpoint, out: Path, models: list, seeds: list, progress: bool) -> dict:
+    """The demo's classifier stage on one checkpoint, only ``models``; returns results.json's summary."""
+    from elmo_dist.classify import run_classify
+    from elmo_dist.cli import classify as classify_cli
+    from elmo_dist.cli import demo
+    args = classify_cli.build_parser().parse_args(
+        [*demo.classify_args(run_dir, out, 64, seeds), "--only", *models, "--wandb-mode", "disabled"])
+    cfg = classify_cli.config_from_args(args)
+    cfg.modes = ["scalar-mix", "equal"]  # the CLI takes one --mode (or all three)
+    cfg.checkpoint = str(checkpoint) if checkpoint else None
+    results = run_classify(cfg, progress=progress)
+    return {"summary": results["summary"],
+            "stopped_while_rising": [f"{r['model']} seed {r['seed']}" for r in results["runs"]
+                                     if r.get("stopped_while_rising")]}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from benchmarks.conftest import provenance
+    runs = args.runs_dir
+    run_dir, state_path = runs / "bilm", runs / "curve_state.json"
+    runs.mkdir(parents=True, exist_ok=True)
+    state = load_state(state_path)
+    budgets = sorted(args.cpu_minutes)
+    for budget in budgets:
+        key = f"{budget:g}"
+        if key in state["stages"]:
+            continue
+        steps = round(args.steps_per_minute * budget / args.cores)
+        t0 = time.time()
+        summary = train_to(run_dir, steps, not args.no_progress)
+        wall = time.time() - t0
+        checkpoint = run_dir / "checkpoints" / f"step-{summary['step']:08d}"
+        first = not state["stages"]
+        models = CURVE_MODELS + (FIXED_MODELS if first else [])
+        result = classify(run_dir, checkpoint, runs / "classify", models, args.seeds, not args.no_progress)
+        state["stages"][key] = {"cpu_minutes": budget, "steps": summary["step"], "tokens_seen": summary["tokens_seen"],
+                                "pretrain_wall_s": wall, "valid": summary.get("valid"),
+                                "untrained_valid": summary.get("untrained_valid"), **result}
+        save_state(state_path, state)
+        print(f"curve: {budget:g} CPU-minutes ({summary['step']} steps): valid ppl {summary['valid']['ppl']:.1f}; "
+              + ", ".join(f"{m} {s['test_accuracy']:.3f}" for m, s in result["summary"].items()), flush=True)
+    write_results(args, state, provenance())
+    return 0
+
+
+def write_results(args, state: dict, prov: dict) -> None:
+    from elmo_dist.utils import atomic_write_text
+    stages = [state["stages"][f"{b:g}"] for b in sorted(args.cpu_minutes)]
+    fixed = stages[0]["summary"]
+    points = [{"cpu_minutes": 0, "steps": 0, "valid_ppl": stages[0]["untrained_valid"]["ppl"],
+               "test_accuracy": {"scalar-mix": fixed["random-init"]["test_accuracy"]},
+               "test_accuracy_std": {"scalar-mix": fixed["random-init"]["test_accuracy_std"]}}]
+    for s in stages:
+        points.append({"cpu_minutes": s["cpu_minutes"], "steps": s["steps"], "tokens_seen": s["tokens_seen"],
+                       "valid_ppl": s["valid"]["ppl"], "pretrain_wall_s": s["pretrain_wall_s"],
+                       "test_accuracy": {m: s["summary"][m]["test_accuracy"] for m in CURVE_MODELS},
+                       "test_accuracy_std": {m: s["summary"][m]["test_accuracy_std"] for m in CURVE_MODELS},
+                       "dev_accuracy": {m: s["summary"][m]["dev_accuracy"] for m in CURVE_MODELS},
+                       "stopped_while_rising": s["stopped_while_rising"]})
+    prov["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+    payload = {
+        "benchmark": "pretrain_curve", "provenance": prov,
+        "setup": {"recipe": "elmo-dist demo (tiny, adaptive softmax, Adam 2e-3, batch 32 x 20, BBC train+dev text)",
+                  "classifier": "elmo-dist classify defaults, 64 tokens, ptb style", "seeds": args.seeds,
+                  "cores": args.cores, "steps_per_minute": args.steps_per_minute,
+                  "held_out": "BBC News dev article text (perplexity); BBC News test articles (accuracy)"},
+        "points": points,
+        "baselines": {m: {k: fixed[m][k] for k in ("test_accuracy", "test_accuracy_std", "dev_accuracy")}
+                      for m in FIXED_MODELS},
+        "elmo_plus_bow_at_cpu_minutes": stages[0]["cpu_minutes"],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
