@@ -3,7 +3,8 @@
 One biLM (the demo's recipe: ``elmo-dist demo``'s pretrain flags, BBC News train+dev text) is
 trained in stages; after each budget its checkpoint gives a held-out perplexity (BBC dev text,
 a full pass) and goes through the demo's classifier (classify's defaults, ``--seeds``): ELMo
-scalar mix and equal weights, and layer 0 only. Budget 0 is the random-init control (the
+(scalar mix) and layer 0 only (equal weights, 0.79 against the scalar mix's 0.92 at 2 CPU-minutes
+in a first try, was left out to fit the run time). Budget 0 is the random-init control (the
 trainer's seeded initialisation through the same classifier); the bag-of-words baselines and
 ELMo + bag of words do not depend on the budget and run once, beside it.
 
@@ -32,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python benchmarks/pretrain_curve.py` from a checkout
     sys.path.insert(0, str(REPO))
 
-CURVE_MODELS = ["scalar-mix", "equal", "layer0"]
+CURVE_MODELS = ["scalar-mix", "layer0"]
 """Trained at every budget > 0."""
 FIXED_MODELS = ["random-init", "bow", "bow-sklearn", "elmo+bow"]
 """Trained once (at the first budget's checkpoint for elmo+bow, which needs a biLM)."""
@@ -86,7 +87,7 @@ def classify(run_dir: Path, checkpoint, out: Path, models: list, seeds: list, pr
     args = classify_cli.build_parser().parse_args(
         [*demo.classify_args(run_dir, out, 64, seeds), "--only", *models, "--wandb-mode", "disabled"])
     cfg = classify_cli.config_from_args(args)
-    cfg.modes = ["scalar-mix", "equal"]  # the CLI takes one --mode (or all three)
+
     cfg.checkpoint = str(checkpoint) if checkpoint else None
     results = run_classify(cfg, progress=progress)
     return {"summary": results["summary"],

@@ -310,6 +310,9 @@ def plots(kind: str, data: dict[str, dict], plot_dir: Path) -> dict[str, Path]:
                                             [r.get("preset", r["name"]) for r in rows],
                                             [100 * r["fraction_of_peak"] for r in rows],
                                             plot_dir / f"{kind}_train.png", "% of peak", ref=None)
+    if "pretrain_curve" in data:
+        from benchmarks.report_curve import plot_curve
+        made["pretrain_curve"] = plot_curve(data["pretrain_curve"], plot_dir / f"{kind}_pretrain_curve.png", _plt())
     return made
 
 
@@ -317,8 +320,8 @@ def plots(kind: str, data: dict[str, dict], plot_dir: Path) -> dict[str, Path]:
 TITLES = {"bench_softmax": "Softmax: full vs adaptive vs torch.nn.AdaptiveLogSoftmaxWithLoss",
           "bench_lstm_layer": "LSTMP layer", "bench_train": "Training step: FLOP/s and fraction of peak",
           "bench_data": "Data pipeline", "ppl_softmax": "PTB perplexity: adaptive vs full softmax",
-          "bench_scaling": "1 vs 2 ranks", "embed_small": "ELMo embedding: elmo-dist vs AllenNLP 2.10.1, small sizes"}
-ORDER = ["bench_softmax", "ppl_softmax", "bench_lstm_layer", "bench_train", "bench_data", "bench_scaling",
+          "bench_scaling": "1 vs 2 ranks", "pretrain_curve": "Downstream accuracy against pretraining compute", "embed_small": "ELMo embedding: elmo-dist vs AllenNLP 2.10.1, small sizes"}
+ORDER = ["pretrain_curve", "bench_softmax", "ppl_softmax", "bench_lstm_layer", "bench_train", "bench_data", "bench_scaling",
          "embed_small"]
 
 
@@ -368,6 +371,9 @@ def section(stem: str, payload: dict, gpu: bool, data: dict) -> tuple[list[str],
         return scaling_section(payload)
     if stem == "embed_small":
         return embed_section(payload)
+    if stem == "pretrain_curve":
+        from benchmarks.report_curve import curve_section
+        return curve_section(payload, table)
     return generic_section(payload), []
 
 

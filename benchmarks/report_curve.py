@@ -1,0 +1,79 @@
+"""The pretraining-compute curve's part of the benchmark report: a table and a plot of
+benchmarks/results/cpu/pretrain_curve.json (written by benchmarks/pretrain_curve.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+CURVE_TITLES = {"scalar-mix": "ELMo, scalar mix", "layer0": "layer 0 only"}
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def curve_section(payload: dict, table) -> tuple[list[str], list[list]]:
+    """(markdown lines, summary rows): accuracy and perplexity per budget, the baselines, where
+    the best ELMo row crosses the random-init control + 5 points."""
+    points, base = payload["points"], payload["baselines"]
+    setup = payload.get("setup", {})
+    control = base["random-init"]["test_accuracy"]
+    models = list(CURVE_TITLES)
+    rows = []
+    for p in points:
+        acc, std = p["test_accuracy"], p["test_accuracy_std"]
+        cells = [_pm(acc[m], std[m]) if m in acc else "-" for m in models]
+        rows.append([f"{p['cpu_minutes']:g}", p["steps"], f"{p['valid_ppl']:.0f}", *cells,
+                     ", ".join(p.get("stopped_while_rising") or []) or "none"])
+    lines = [f"Recipe: {setup.get('recipe')}; classifier: {setup.get('classifier')}; seeds {setup.get('seeds')}. "
+             f"Budget 0 is the random-init control (the trainer's seeded initialisation). CPU-minutes are "
+             f"core-minutes: {setup.get('cores')} cores, so 64 CPU-minutes are "
+             f"{64 / max(setup.get('cores', 1), 1):g} minutes of training; each budget is "
+             f"{setup.get('steps_per_minute'):g} steps per wall minute (the idle 2-thread rate). Held out: "
+             f"{setup.get('held_out')}.", ""]
+    lines += table(["CPU-minutes", "steps", "valid ppl", *[CURVE_TITLES[m] for m in models],
+                    "runs whose best epoch was the cap"], rows)
+    lines += table(["baseline (budget-independent)", "test accuracy", "dev accuracy"],
+                   [[m, _pm(v["test_accuracy"], v["test_accuracy_std"]), f"{v['dev_accuracy']:.3f}"]
+                    for m, v in base.items()])
+    best = [(p["cpu_minutes"], p["test_accuracy"]["scalar-mix"])
+            for p in points[1:]]
+    crossed = next((b for b, a in best if a >= control + 0.05), None)
+    lines += [f"ELMo + bag of words was measured on the {payload.get('elmo_plus_bow_at_cpu_minutes'):g}-CPU-minute "
+              f"biLM. Best ELMo row reaches the random-init control + 5 points ({control + 0.05:.3f}): "
+              + (f"at {crossed:g} CPU-minutes." if crossed is not None else "not within these budgets."), ""]
+    final = points[-1]
+    summary = [[f"BBC test accuracy after {final['cpu_minutes']:g} CPU-minutes of pretraining",
+                f"{final['test_accuracy']['scalar-mix']:.3f}",
+                f"{100 * (final['test_accuracy']['scalar-mix'] - control):+.1f} "
+                "points over the random-init control", f"bag of words {base['bow']['test_accuracy']:.3f}"]]
+    return lines, summary
+
+
+def plot_curve(payload: dict, out: Path, plt) -> Path:
+    """Test accuracy (mean ± std over seeds) per model against CPU-minutes (log-2 axis after 0),
+    the budget-independent baselines as horizontal lines, held-out perplexity on a second axis."""
+    points, base = payload["points"], payload["baselines"]
+    x = [max(p["cpu_minutes"], 1.0) / 2 if p["cpu_minutes"] == 0 else p["cpu_minutes"] for p in points]
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for i, (m, title) in enumerate(CURVE_TITLES.items()):
+        xs = [xi for xi, p in zip(x, points) if m in p["test_accuracy"]]
+        ys = [p["test_accuracy"][m] for p in points if m in p["test_accuracy"]]
+        es = [p["test_accuracy_std"][m] for p in points if m in p["test_accuracy"]]
+        ax.errorbar(xs, ys, yerr=es, marker="o", ms=4, capsize=3, color=f"C{i}", label=title)
+    for j, (m, style) in enumerate((("random-init", ":"), ("bow", "--"), ("elmo+bow", "-."))):
+        if m in base:
+            ax.axhline(base[m]["test_accuracy"], ls=style, color=f"C{j + 3}", lw=1, label=m)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(x, ["0 (random)" if p["cpu_minutes"] == 0 else f"{p['cpu_minutes']:g}" for p in points])
+    ax.set_xlabel("pretraining CPU-minutes (2 cores)")
+    ax.set_ylabel("BBC News test accuracy")
+    ppl = ax.twinx()
+    ppl.plot(x, [p["valid_ppl"] for p in points], color="grey", lw=0.8, marker="x", label="held-out ppl")
+    ppl.set_yscale("log")
+    ppl.set_ylabel("held-out perplexity (grey)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("What pretraining adds downstream, by pretraining compute", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
