@@ -10,8 +10,10 @@
       bow-sklearn  scikit-learn's TfidfVectorizer + LogisticRegression, C chosen on dev
       elmo+bow     (unless it is a --mode) ELMo combined like the first layer --mode, + TF-IDF
 
-ELMo + bag of words trains its TF-IDF weight block with the bow baseline's learning rate and
-weight decay (``bow_lr``, ``bow_weight_decay``) and everything else like the layer classifiers.
+ELMo + bag of words starts from the trained bow baseline of the same seed (its TF-IDF block and
+bias; the ELMo block at zero: FusionClassifier.warm_start) and keeps it unless training improves
+dev accuracy; its TF-IDF block trains with the bow baseline's learning rate and weight decay
+(``bow_lr``, ``bow_weight_decay``), everything else like the layer classifiers.
 """
 from __future__ import annotations
 
@@ -80,6 +82,8 @@ class Inputs:
     """source -> Layers."""
     device: torch.device
     normalize: str = "whiten"
+    bow_models: dict = field(default_factory=dict)
+    """seed -> the trained bow baseline, which the elmo+bow model of that seed starts from."""
     _cache: dict = field(default_factory=dict)
 
     def layer_batcher(self, source: str) -> LayerBatcher:
@@ -109,11 +113,25 @@ def _build(cfg, spec: ModelSpec, inputs: Inputs, n_classes: int, seed: int):
     layers = inputs.layers[spec.source]
     args = (cfg.encoder, cfg.hidden, cfg.dropout, cfg.layer_norm)
     if spec.kind == "fusion":
+        bow = inputs.bow_models.get(seed) or _fit_bow(cfg, inputs, n_classes, seed)
+        torch.manual_seed(seed)
         model = FusionClassifier(layers.n_layers, layers.dim, inputs.vocabulary, n_classes, spec.combine, *args)
+        model.warm_start(bow)
         return (model, FusionBatcher(inputs.layer_batcher(spec.source), inputs.tfidf()), fit_cfg(cfg.lr, 0.0),
                 model.param_groups(cfg.bow_lr, cfg.bow_weight_decay))
     model = LayerClassifier(layers.n_layers, layers.dim, n_classes, spec.combine, *args)
     return model, inputs.layer_batcher(spec.source), fit_cfg(cfg.lr, 0.0), None
+
+
+def _fit_bow(cfg, inputs: Inputs, n_classes: int, seed: int) -> BagOfWordsClassifier:
+    """The bag-of-words model of ``seed`` (as the ``bow`` baseline trains it), for a fusion run
+    whose bow baseline did not run (``--only elmo+bow``)."""
+    torch.manual_seed(seed)
+    model, batcher, fit_cfg, _ = _build(cfg, ModelSpec("bow", "bow"), inputs, n_classes, seed)
+    fit(model.to(inputs.device), batcher, inputs.labels, inputs.split["train"], inputs.split["dev"], fit_cfg,
+        progress=False)
+    inputs.bow_models[seed] = model
+    return model
 
 
 def encoder_name(cfg, spec: ModelSpec) -> str:
@@ -131,7 +149,9 @@ def train_run(cfg, spec: ModelSpec, seed: Optional[int], inputs: Inputs, classes
     model = model.to(inputs.device)
     result = fit(model, batcher, inputs.labels, inputs.split["train"], inputs.split["dev"], fit_cfg,
                  lambda record: log({"kind": "epoch", "model": spec.name, "seed": seed, **record}), progress,
-                 desc=f"{spec.name} seed {seed}", param_groups=groups)
+                 desc=f"{spec.name} seed {seed}", param_groups=groups, keep_start=spec.kind == "fusion")
+    if spec.kind == "bow":
+        inputs.bow_models[seed] = model
     test_pred, test_loss = predict(model, batcher, inputs.split["test"], inputs.labels)
     dev_pred, _ = predict(model, batcher, inputs.split["dev"], inputs.labels)
     weights, gamma = (None, None) if spec.combine is None else _layer_weights(

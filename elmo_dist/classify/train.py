@@ -199,10 +199,12 @@ def predict(model: nn.Module, batcher, idx: Sequence[int], labels: Sequence[int]
 
 def fit(model: nn.Module, batcher, labels: Sequence[int], train_idx: Sequence[int], dev_idx: Sequence[int],
         cfg: FitConfig, log: Optional[Callable[[dict], None]] = None, progress: bool = True,
-        desc: str = "train", param_groups: Optional[list] = None) -> FitResult:
+        desc: str = "train", param_groups: Optional[list] = None, keep_start: bool = False) -> FitResult:
     """Trains ``model`` in place (see the module docstring); returns with the best epoch's weights
     loaded. ``param_groups``: Adam parameter groups (their own lr / weight_decay override
-    ``cfg``'s); default: every trainable parameter with ``cfg.lr`` and ``cfg.weight_decay``."""
+    ``cfg``'s); default: every trainable parameter with ``cfg.lr`` and ``cfg.weight_decay``.
+    ``keep_start``: the weights it starts from are a candidate too (epoch 0, measured on dev
+    first), for a warm-started model that training must improve on to replace them."""
     from tqdm import tqdm
 
     params = param_groups or [p for p in model.parameters() if p.requires_grad]
@@ -212,6 +214,10 @@ def fit(model: nn.Module, batcher, labels: Sequence[int], train_idx: Sequence[in
     best = (-1.0, float("inf"))
     best_state, best_epoch, stale, history = None, 0, 0, []
     start = time.time()
+    if keep_start:
+        pred, dev_loss = predict(model, batcher, dev_idx, labels)
+        best = (float((pred == np.asarray([labels[i] for i in dev_idx])).mean()), dev_loss)
+        best_state = copy.deepcopy(model.state_dict())
     bar = tqdm(range(1, cfg.epochs + 1), desc=desc, unit="epoch", disable=not progress, dynamic_ncols=True,
                leave=False)
     for epoch in bar:
