@@ -145,7 +145,8 @@ class LayerBatcher:
     def _normalize(self, x: Tensor) -> Tensor:
         """(L+1, T, D) -> (L+1, T, D) with the batcher's statistics."""
         shift, scale = self.stats
-        return (x - shift) @ scale if scale.dim() == 3 else (x - shift) / scale
+        # std is (L+1, 1, D), W (L+1, D, D); for D = 1 the two agree.
+        return (x - shift) / scale if scale.shape[-2] == 1 else (x - shift) @ scale
 
 
 class DenseBatcher:

@@ -90,3 +90,12 @@ def test_pretraining_text_holds_no_test_document(tmp_path):
         words = " ".join(lines).split()
         assert "N" in words and all(w == w.lower() for w in words if w != "N")  # ptb style: lower case, 3 -> N
     assert written["tokens"]["train"] == sum(len(line.split()) for line in written["train"].read_text().splitlines())
+
+
+def test_standardize_gives_every_feature_zero_mean_unit_std_on_train():
+    docs = anisotropic_docs()
+    train = list(range(30))
+    batch, mask = LayerBatcher(docs, torch.device("cpu"), layer_normalization("standardize", docs, train))(train)
+    tokens = batch.transpose(1, 2)[mask].double().numpy()  # (N, L+1, D)
+    ref = np.concatenate([docs[i].double().numpy() for i in train], axis=1).transpose(1, 0, 2)  # (N, L+1, D)
+    assert np.allclose(tokens, (ref - ref.mean(0)) / ref.std(0), atol=1e-3)
