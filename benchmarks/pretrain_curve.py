@@ -14,9 +14,11 @@ CPU-minutes are 32 minutes of a 2-thread run. Each budget is turned into optimiz
 e.g. from the demo's summary.json: step / train_minutes), so that the figures do not depend on
 what else the machine did while the curve ran; the wall minutes each stage took are recorded.
 
-    python benchmarks/pretrain_curve.py --steps-per-minute 300 [--runs-dir runs/curve]
+    python benchmarks/pretrain_curve.py --steps-per-minute 258 --fusion-at 64 [--runs-dir runs/curve]
 
-Resumable: every finished stage is recorded in RUNS/curve_state.json and skipped on a rerun
+(258: the demo's 1,031 steps in 4 minutes on an idle 2-core Xeon.) Resumable: every finished
+stage is recorded by its steps in RUNS/curve_state.json and skipped on a rerun, and the
+CPU-minutes of every stage are computed from its steps and the --steps-per-minute given last
 (the biLM resumes from its checkpoint: ``pretrain --resume`` continues exactly). Results (with
 provenance) go to benchmarks/results/cpu/pretrain_curve.json; ``python -m benchmarks.report``
 plots them.
@@ -107,10 +109,10 @@ def main(argv=None) -> int:
     state = load_state(state_path)
     budgets = sorted(args.cpu_minutes)
     for budget in budgets:
-        key = f"{budget:g}"
+        steps = round(args.steps_per_minute * budget / args.cores)
+        key = str(steps)  # stages are kept by steps: a rerun with another --steps-per-minute adds to them
         if key in state["stages"]:
             continue
-        steps = round(args.steps_per_minute * budget / args.cores)
         t0 = time.time()
         summary = train_to(run_dir, steps, not args.no_progress)
         wall = time.time() - t0
@@ -125,7 +127,7 @@ def main(argv=None) -> int:
         print(f"curve: {budget:g} CPU-minutes ({summary['step']} steps): valid ppl {summary['valid']['ppl']:.1f}; "
               + ", ".join(f"{m} {s['test_accuracy']:.3f}" for m, s in result["summary"].items()), flush=True)
     if args.fusion_at is not None and state.get("fusion", {}).get("cpu_minutes") != args.fusion_at:
-        stage = state["stages"][f"{args.fusion_at:g}"]
+        stage = state["stages"][str(round(args.steps_per_minute * args.fusion_at / args.cores))]
         checkpoint = run_dir / "checkpoints" / f"step-{stage['steps']:08d}"
         result = classify(run_dir, checkpoint, runs / "classify-fusion", ["bow", "elmo+bow"], args.seeds,
                           not args.no_progress)
@@ -137,7 +139,9 @@ def main(argv=None) -> int:
 
 def write_results(args, state: dict, prov: dict) -> None:
     from elmo_dist.utils import atomic_write_text
-    stages = [state["stages"][f"{b:g}"] for b in sorted(args.cpu_minutes)]
+    stages = sorted(state["stages"].values(), key=lambda s: s["steps"])
+    for s in stages:  # CPU-minutes from the steps and the idle rate given now
+        s["cpu_minutes"] = round(s["steps"] * args.cores / args.steps_per_minute, 1)
     fixed = stages[0]["summary"]
     points = [{"cpu_minutes": 0, "steps": 0, "valid_ppl": stages[0]["untrained_valid"]["ppl"],
                "test_accuracy": {"scalar-mix": fixed["random-init"]["test_accuracy"]},
