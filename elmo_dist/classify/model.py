@@ -6,7 +6,8 @@
                   learned      sum_j a_tj h_tj, a_t = softmax_j(v . tanh(W h_tj + e_j))
                                a small attention network: the weights depend on the token
                   layer0       h_0 (the context-free token embedding; a baseline)
-      -> (B, T, D) -> dropout -> encoder: bilstm (final forward and backward states, (B, 2H))
+      -> (B, T, D) -> dropout -> encoder: ffpool (relu(W x_t), then [mean; max] over tokens, (B, 2H))
+                                         bilstm (final forward and backward states, (B, 2H))
                                          mean / max (over unmasked tokens, (B, D))
       -> linear -> logits (B, C)
 

