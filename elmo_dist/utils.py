@@ -1,11 +1,11 @@
-"""Small helpers shared across the package: atomic file writes."""
+"""Small helpers shared across the package: atomic file writes, the default device."""
 from __future__ import annotations
 
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 
 @contextmanager
@@ -42,3 +42,9 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
 
 def atomic_write_text(path: Path | str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def pick_device(device: Optional[str] = None):
+    """``device`` as given (cpu, cuda[:k]); None: cuda when available, else cpu (a torch.device)."""
+    import torch
+    return torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")

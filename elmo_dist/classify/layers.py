@@ -131,7 +131,8 @@ def load_random_init(model_config, seed: int, device: Optional[str] = None):
     from elmo_dist.train.rundir import init_model
     with torch.random.fork_rng(devices=[]):
         model = init_model(model_config, seed, stateful=False)
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from elmo_dist.utils import pick_device
+    dev = pick_device(device)
     return model.to(dev).eval()
 
 
@@ -144,7 +145,8 @@ def load_bilm(run_dir: Optional[Path] = None, checkpoint: Optional[Path] = None,
     else:
         from elmo_dist.model import BiLM
         model = BiLM.from_allennlp(options, weights, stateful=False)
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from elmo_dist.utils import pick_device
+    dev = pick_device(device)
     return model.to(dev).eval()
 
 

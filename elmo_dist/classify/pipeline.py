@@ -63,7 +63,7 @@ class ClassifyConfig:
     baselines: bool = False
     """Also train layer0, the random-init control (with a biLM), bow, bow-sklearn and elmo+bow (runs.py)."""
     hidden: int = 256
-    """BiLSTM units per direction, and the attention size of the learned combination."""
+    """ffpool units (or BiLSTM units per direction), and the attention size of the learned combination."""
     dropout: float = 0.3
     """Dropout on the combined layers and on the encoder output."""
     layer_norm: bool = False
@@ -240,7 +240,8 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def _device(cfg: ClassifyConfig) -> torch.device:
-    return torch.device(cfg.device) if cfg.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from elmo_dist.utils import pick_device
+    return pick_device(cfg.device)
 
 
 def run_classify(cfg: ClassifyConfig, progress: bool = True, say=print) -> dict:

@@ -65,7 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_bilm(args, stateful: bool):
     """The biLM named by --run-dir or --options/--weights, in eval mode on the chosen device."""
-    import torch
     if args.run_dir is not None and (args.options or args.weights):
         raise ValueError("give either --run-dir or --options/--weights, not both")
     if args.run_dir is not None:
@@ -76,7 +75,8 @@ def load_bilm(args, stateful: bool):
         model = BiLM.from_allennlp(args.options, args.weights, stateful=stateful)
     else:
         raise ValueError("no model: give --run-dir RUN, or --options options.json and --weights lm_weights.hdf5")
-    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from elmo_dist.utils import pick_device
+    device = pick_device(args.device)
     return model.to(device).eval()
 
 
