@@ -8,7 +8,9 @@ in an HDF5 layer export of that table's texts):
     label column (``text`` and ``label`` unless told otherwise) and, optionally, a ``split``
     column with ``train``/``dev``/``test`` per row (``valid``/``validation`` mean dev);
   * a folder with one sub-folder per class, each file of a sub-folder one document
-    (UTF-8, or Latin-1 where a file is not valid UTF-8; counted in the report).
+    (UTF-8; UTF-16/32 by byte-order mark; Latin-1 where a file is not valid UTF-8; counted in
+    the report). Binary files (a NUL byte near the start: images, archives) are skipped and
+    counted; a class folder left with no document is named in the report (and warned about).
 
 Every problem with a label file is a ``ValueError`` with a one-line message that names the file,
 the row where there is one, and the fix. Exact duplicate texts are kept once (the first); a
@@ -22,6 +24,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
+
+from elmo_dist.data.textio import SNIFF_BYTES, sniff_text_file, split_lines, wide_encoding
 
 SPLITS = ("train", "dev", "test")
 SPLIT_ALIASES = {"train": "train", "dev": "dev", "valid": "dev", "validation": "dev", "val": "dev", "test": "test"}
@@ -78,7 +82,11 @@ def package_data(package: str, relative: str, install: str) -> Path:
 
 
 def decode_text(data: bytes) -> tuple[str, str]:
-    """bytes -> (text, encoding): UTF-8 (a BOM is dropped), else Latin-1 (which decodes any byte)."""
+    """bytes -> (text, encoding): UTF-16/32 when a byte-order mark says so, UTF-8 (a BOM is
+    dropped), else Latin-1 (which decodes any byte)."""
+    wide = wide_encoding(data)
+    if wide is not None:
+        return data.decode(wide[:6].lower()), "utf-16/32"
     try:
         return data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
@@ -125,9 +133,8 @@ def read_table(path: Path | str, text_column: str = "text", label_column: str = 
     if delimiter is None:
         raise ValueError(f"{path}: unknown label file type {path.suffix!r}; name it .csv (comma) or .tsv (tab), "
                          f"or give a folder with one sub-folder per class")
+    sniff_text_file(path)  # UTF-16/32: refused with the iconv command
     data = path.read_bytes()
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise ValueError(f"{path}: UTF-16 text; re-save it as UTF-8")
     try:
         content = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -137,14 +144,7 @@ def read_table(path: Path | str, text_column: str = "text", label_column: str = 
     if not content.strip():
         raise ValueError(f"{path}: empty; expected a header row ({text_column}{_sep(delimiter)}{label_column}) "
                          f"and one row per document")
-    quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
-    reader = csv.reader(content.splitlines(), delimiter=delimiter, quoting=quoting, strict=True)
-    try:
-        header = [h.strip() for h in next(reader)]
-        lines = list(reader)
-    except csv.Error as e:
-        raise ValueError(f"{path} line {reader.line_num}: malformed CSV ({e}); quote fields that hold commas, "
-                         f"quotes or newlines") from None
+    header, lines = _parse_rows(path, content, delimiter)
     missing = [c for c in (text_column, label_column) if c not in header]
     if missing:
         hint = ""
@@ -194,6 +194,22 @@ def read_table(path: Path | str, text_column: str = "text", label_column: str = 
     return docs
 
 
+def _parse_rows(path: Path, content: str, delimiter: str) -> tuple[list, list]:
+    """(header, data rows) of a table's text. Rows end at "\n" only (``data.textio``), so a lone
+    "\r" inside a TSV cell is whitespace of that text, as the corpus and export readers see it;
+    TSV is split at tabs (no quoting), CSV parsed with Excel's quoting."""
+    if delimiter == "\t":
+        rows = [line.split("\t") for line in split_lines(content)]
+        return [h.strip() for h in rows[0]], rows[1:]
+    reader = csv.reader(split_lines(content), delimiter=delimiter, quoting=csv.QUOTE_MINIMAL, strict=True)
+    try:
+        header = [h.strip() for h in next(reader)]
+        return header, list(reader)
+    except csv.Error as e:
+        raise ValueError(f"{path} line {reader.line_num}: malformed CSV ({e}); quote fields that hold commas, "
+                         f"quotes, newlines or carriage returns") from None
+
+
 def _sep(delimiter: str) -> str:
     return "<TAB>" if delimiter == "\t" else delimiter
 
@@ -203,10 +219,15 @@ def read_folders(root: Path | str) -> LabeledDocs:
     root = Path(root)
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a folder (give a folder with one sub-folder per class)")
-    texts, names, ids, encodings = [], [], [], Counter()
+    texts, names, ids, encodings, empty_classes = [], [], [], Counter(), []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        before = len(texts)
         for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-            text, encoding = decode_text(file.read_bytes())
+            data = file.read_bytes()
+            if wide_encoding(data) is None and b"\x00" in data[:SNIFF_BYTES]:
+                encodings["binary"] += 1  # an image, an archive: not a document
+                continue
+            text, encoding = decode_text(data)
             if not text.strip():
                 encodings["empty"] += 1
                 continue
@@ -214,11 +235,15 @@ def read_folders(root: Path | str) -> LabeledDocs:
             texts.append(text.strip())
             names.append(folder.name)
             ids.append(f"{folder.name}/{file.name}")
+        if len(texts) == before:
+            empty_classes.append(folder.name)
     if not texts:
         raise ValueError(f"{root}: no documents; expected one sub-folder per class, each holding text files")
     return _build(texts, names, ids, list(range(len(texts))), None, str(root),
-                  {"files": len(texts) + encodings["empty"], "empty_files_skipped": encodings["empty"],
-                   "latin1_files": encodings["latin-1"]})
+                  {"files": len(texts) + encodings["empty"] + encodings["binary"],
+                   "empty_files_skipped": encodings["empty"], "binary_files_skipped": encodings["binary"],
+                   "latin1_files": encodings["latin-1"], "utf16_32_files": encodings["utf-16/32"],
+                   "empty_class_folders": empty_classes})
 
 
 def stratified_split(labels: Sequence[int], fractions: Sequence[float] = (0.7, 0.1, 0.2),

@@ -164,15 +164,20 @@ def prepare(cfg: ClassifyConfig, progress: bool = True, say=print):
 
     out = Path(cfg.out)
     docs = load_docs(cfg)
+    for name in docs.report.get("empty_class_folders", []):
+        say(f"warning: class folder {Path(docs.source) / name} holds no text document; that class is left out")
+    if docs.report.get("binary_files_skipped"):
+        say(f"note: {docs.report['binary_files_skipped']} binary file(s) under {docs.source} skipped (not text)")
     tokenize = get_tokenizer(cfg.tokenizer)
     tokens = [document_tokens(t, tokenize, cfg.text_style, cfg.max_tokens) for t in docs.texts]
     info: dict = {"source": docs.source, "read": docs.report}
     t0 = time.time()
     if cfg.layers:
         checked, differ = export_alignment(cfg.layers, docs.texts, docs.rows)
-        if differ:
-            say(f"warning: {differ} of {checked} rows differ from the text {cfg.layers} was exported from "
-                f"(its sentence_to_index); is it an export of these rows, in this order?")
+        if differ:  # layers of other texts would train a classifier on noise, silently
+            raise ValueError(f"--layers {cfg.layers}: {differ} of {checked} rows differ from the texts of "
+                             f"{docs.source} (by its sentence_to_index); export exactly these texts, one per line in "
+                             "row order, and pass that file")
         layer_docs = read_hdf5_layers(cfg.layers, docs.rows, cfg.max_tokens)
         info["layers"] = {"source": str(cfg.layers), "rows_checked": checked, "rows_differing": differ}
     else:

@@ -141,7 +141,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         apply_threads(args.threads)
         from elmo_dist.classify import run_classify, summary_table
         from elmo_dist.classify.summary import gain_line
+        from .paths import check_output_dir
         cfg = config_from_args(args)
+        check_output_dir(Path(cfg.out), "--out", [("the --labels folder", args.labels)])
         results = run_classify(cfg, progress=not args.no_progress)
         print(summary_table(results))
         gain = gain_line(results)

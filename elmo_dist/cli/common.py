@@ -6,9 +6,20 @@ import os
 import sys
 from typing import Callable
 
-# Errors that mean "the input or options are wrong": printed as one line with the fix.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-               PermissionError, ImportError, RuntimeError)
+from elmo_dist.utils import WriteFailed
+
+# Errors that mean "the input, the options or the disk are wrong": printed as one line with the
+# fix. OSError covers a full or read-only disk (utils.WriteFailed names the path); FloatingPointError
+# a diverged run (train.loop.LossDiverged names the step and the last good checkpoint).
+USER_ERRORS = (ValueError, OSError, ImportError, RuntimeError, FloatingPointError)
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of an error's message; an OSError without one as "path: reason"."""
+    text = str(e).strip()
+    if isinstance(e, OSError) and e.filename and e.strerror and not isinstance(e, WriteFailed):
+        text = f"{e.filename}: {e.strerror}"
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def run_guarded(prog: str, fn: Callable[[], int]) -> int:
@@ -20,8 +31,7 @@ def run_guarded(prog: str, fn: Callable[[], int]) -> int:
     except USER_ERRORS as e:
         if os.environ.get("ELMO_DIST_DEBUG"):
             raise
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
 
 

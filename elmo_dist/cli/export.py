@@ -67,6 +67,8 @@ def load_bilm(args, stateful: bool):
     """The biLM named by --run-dir or --options/--weights, in eval mode on the chosen device."""
     if args.run_dir is not None and (args.options or args.weights):
         raise ValueError("give either --run-dir or --options/--weights, not both")
+    from elmo_dist.utils import pick_device
+    device = pick_device(args.device)  # a missing device fails before the model is read
     if args.run_dir is not None:
         from elmo_dist.train.rundir import load_model
         model, _, _ = load_model(args.run_dir, args.checkpoint, stateful=stateful)
@@ -75,9 +77,18 @@ def load_bilm(args, stateful: bool):
         model = BiLM.from_allennlp(args.options, args.weights, stateful=stateful)
     else:
         raise ValueError("no model: give --run-dir RUN, or --options options.json and --weights lm_weights.hdf5")
-    from elmo_dist.utils import pick_device
-    device = pick_device(args.device)
     return model.to(device).eval()
+
+
+def check_outputs(args) -> None:
+    """OUTPUT and --report: files, distinct from each other and from every file the export reads."""
+    from elmo_dist.train.rundir import run_inputs
+
+    from .paths import check_output_file
+    inputs = [("the input file", args.input), ("the --vocab-embeddings file", args.vocab_embeddings),
+              ("the --options file", args.options), ("the --weights file", args.weights)] + run_inputs(args.run_dir)
+    check_output_file(args.output, "OUTPUT", inputs)
+    check_output_file(args.report, "--report", inputs + [("the OUTPUT file", args.output)])
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -85,6 +96,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     def run() -> int:
         apply_threads(args.threads)
+        check_outputs(args)
         if args.vocab_embeddings is not None:
             if args.input is not None:
                 raise ValueError("--vocab-embeddings VOCAB takes only the OUTPUT path; drop the extra input file")

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tokenizer", default="whitespace", help="whitespace (pre-tokenized), treebank, nltk or toktok")
     g.add_argument("--min-count", type=int, default=1, help="words seen fewer times map to <UNK>")
     g.add_argument("--max-vocab", type=int, default=None, help="keep at most this many vocabulary entries")
+    g.add_argument("--max-line-bytes", type=int, default=1_000_000,
+                   help="skip (and count) longer lines; they keep their share of the corpus bytes")
     g = p.add_argument_group("model")
     g.add_argument("--preset", default="tiny", help="tiny, small (13.6M), medium (28.0M) or original (93.6M)")
     g.add_argument("--softmax", default="full", help="full or adaptive")
@@ -84,7 +86,8 @@ def config_from_args(args: argparse.Namespace):
         model_overrides["dropout"] = args.dropout
     model = preset(args.preset, **model_overrides)
     data = DataConfig(train=[str(c) for c in args.corpus], valid=[str(v) for v in args.valid],
-                      tokenizer=args.tokenizer, vocab_min_count=args.min_count, vocab_max_size=args.max_vocab)
+                      tokenizer=args.tokenizer, vocab_min_count=args.min_count, vocab_max_size=args.max_vocab,
+                      max_line_bytes=args.max_line_bytes)
     lr = args.lr if args.lr is not None else (0.2 if args.optimizer == "adagrad" else 1e-3)
     optim = OptimConfig(optimizer=args.optimizer, lr=lr, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip)
     train = TrainConfig(batch_size=args.batch_size, num_steps=args.num_steps, grad_accum_steps=args.grad_accum,
@@ -108,6 +111,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     def run() -> int:
         apply_threads(args.threads)
         from elmo_dist.train import pretrain
+
+        from .paths import check_output_dir
+        check_output_dir(args.run_dir, "--run-dir", [("the corpus folder", Path(c)) for c in args.corpus + args.valid])
         if args.resume:
             overrides = {k: v for k, v in (("max_steps", args.max_steps), ("max_minutes", args.max_minutes)) if v is not None}
             summary = pretrain(None, args.run_dir, resume=True, progress=not args.no_progress, overrides=overrides,

@@ -30,10 +30,14 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     def run() -> int:
         from elmo_dist.train import DataConfig
+        from elmo_dist.data import resolve_corpus_paths
         from elmo_dist.train.rundir import build_vocabulary, resolve_data
+
+        from .paths import check_output_file
         data = resolve_data(DataConfig(train=list(args.corpus), tokenizer=args.tokenizer,
                                        vocab_min_count=args.min_count, vocab_max_size=args.max_size,
                                        max_line_bytes=args.max_line_bytes))
+        check_output_file(args.out, "--out", [("a corpus file", f) for f in resolve_corpus_paths(data.train)])
         vocab, report = build_vocabulary(data, progress=not args.no_progress)
         vocab.save(args.out)
         print(f"{report.summary()}")

@@ -145,9 +145,15 @@ class WindowBatcher:
 
     def _too_small(self, r: int) -> ValueError:
         start, end = self.regions[r]
+        path, local = self.corpus.locate(start) if start < self.corpus.total_bytes else (self.corpus.files[-1], 0)
+        where = f"row {self.row_start + r} gets bytes {local}-{local + end - start} of {path}"
+        if start < self.corpus.total_bytes and self.corpus.inside_long_line(start):
+            why = (f"{where}, inside a line over --max-line-bytes ({self.corpus.max_line_bytes}) that is skipped "
+                   "but keeps its bytes; split or remove such lines, or")
+        else:
+            why = f"{where} and no usable line starts there;"
         return ValueError(
-            f"corpus too small for {self.total_rows} batch rows: row {self.row_start + r} owns bytes "
-            f"[{start}, {end}) of {self.corpus.total_bytes} and no line starts there; lower batch_size "
+            f"corpus too small or too uneven for {self.total_rows} batch rows: {why} lower --batch-size "
             "(or the number of ranks), or use a larger corpus"
         )
 

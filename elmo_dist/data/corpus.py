@@ -8,7 +8,10 @@ that is how each batch row, and each distributed rank, owns a contiguous disjoin
 the corpus without an index, and how a reader resumes exactly from a saved byte offset.
 
 Bad input is counted, never fatal: lines that are not valid UTF-8, blank lines, lines over
-``max_line_bytes`` and empty files are skipped and tallied in a :class:`SkipReport`.
+``max_line_bytes``, empty files and binary files are skipped and tallied in a :class:`SkipReport`.
+Two things are refused, with the fix: a UTF-16/32 file (by its byte-order mark; see
+``data.textio``) and a path that is not a regular file (a FIFO, ``/dev/zero``). Lines end at
+``\n`` only, an optional ``\r`` before it dropped.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from elmo_dist.data.textio import sniff_text_file
 from elmo_dist.data.tokenize import get_tokenizer
 
 _SKIP_CHUNK_BYTES = 1 << 16
@@ -43,6 +47,9 @@ def resolve_corpus_paths(specs: Sequence[str | os.PathLike]) -> list[Path]:
         path = Path(spec_str)
         # An existing path wins over glob syntax: "data[1].txt" is a file name, not a class.
         if path.exists():
+            if not (path.is_dir() or path.is_file()):
+                raise ValueError(f"corpus {spec_str!r} is {_kind_of(path)}, not a regular file or folder: byte offsets "
+                                 "index into the corpus, so it must be files on disk (copy a stream to a file first)")
             candidates = [path]
         else:
             candidates = [Path(m) for m in sorted(glob.glob(spec_str, recursive=True))]
@@ -60,6 +67,17 @@ def resolve_corpus_paths(specs: Sequence[str | os.PathLike]) -> list[Path]:
                 seen.add(key)
                 out.append(f)
     return out
+
+
+def _kind_of(path: Path) -> str:
+    """What a non-regular path is, in words."""
+    import stat
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def _files_below(directory: Path) -> list[Path]:
@@ -95,6 +113,8 @@ class SkipReport:
     too_long: int = 0
     """Lines over ``max_line_bytes`` bytes (line terminator not counted)."""
     empty_files: int = 0
+    binary_files: int = 0
+    """Files left out of the corpus as not text (see data.textio)."""
 
     @property
     def lines_skipped(self) -> int:
@@ -119,6 +139,8 @@ class SkipReport:
             f"read {self.lines_read} lines ({self.tokens_read} tokens); skipped "
             f"{self.invalid_utf8} invalid UTF-8, {self.blank} blank, {self.too_long} too long; "
             f"{self.empty_files} empty file{'' if self.empty_files == 1 else 's'}"
+            + (f", {self.binary_files} binary file{'' if self.binary_files == 1 else 's'} left out"
+               if self.binary_files else "")
         )
 
 
@@ -139,7 +161,14 @@ class Corpus:
     ) -> None:
         if not isinstance(max_line_bytes, int) or max_line_bytes < 1:
             raise ValueError(f"max_line_bytes must be a positive int, got {max_line_bytes!r}")
-        self.files: list[Path] = resolve_corpus_paths(paths)
+        self.files: list[Path] = []
+        self.binary_files: list[Path] = []
+        """Files left out because they are not text (a NUL byte near the start: see data.textio)."""
+        for path in resolve_corpus_paths(paths):
+            (self.files if sniff_text_file(path) == "text" else self.binary_files).append(path)
+        if not self.files:
+            raise ValueError(f"the corpus holds no text file: {len(self.binary_files)} binary file(s), e.g. "
+                             f"{self.binary_files[0]}; give UTF-8 text files, one sentence per line")
         self.sizes: list[int] = [f.stat().st_size for f in self.files]
         self._bases: list[int] = []  # global offset of each file's first byte
         total = 0
@@ -156,6 +185,29 @@ class Corpus:
             f"Corpus({len(self.files)} files, {self.total_bytes} bytes, "
             f"tokenizer={self.tokenizer_name!r}, max_line_bytes={self.max_line_bytes})"
         )
+
+    def locate(self, offset: int) -> tuple[Path, int]:
+        """(file, local offset) of global byte ``offset`` (0 <= offset < total_bytes)."""
+        for path, size, base in zip(self.files, self.sizes, self._bases):
+            if base <= offset < base + size:
+                return path, offset - base
+        raise ValueError(f"offset {offset} is outside the corpus ({self.total_bytes} bytes)")
+
+    def inside_long_line(self, offset: int) -> bool:
+        """Whether global byte ``offset`` lies in a line over ``max_line_bytes`` (one that is
+        skipped but still owns its bytes); reads at most 2 x (``max_line_bytes`` + 2) bytes."""
+        path, local = self.locate(offset)
+        limit = self.max_line_bytes + 2  # the content plus "\r\n"
+        with open(path, "rb") as f:
+            back = min(local, limit)
+            f.seek(local - back)
+            newline = f.read(back).rfind(b"\n")
+            if newline < 0 and local >= limit:
+                return True  # the line began more than `limit` bytes before the offset
+            line_start = local - back + newline + 1 if newline >= 0 else 0
+            f.seek(line_start)
+            head = f.read(limit)
+        return len(head) == limit and b"\n" not in head
 
     def iter_sentences(self, report: SkipReport | None = None) -> Iterator[list[str]]:
         """Every kept line of every file, in order, as a token list."""
@@ -183,6 +235,8 @@ class Corpus:
             raise ValueError(f"need 0 <= start <= end, got start={start}, end={end}")
         if report is None:
             report = SkipReport()
+        if start == 0:  # left out of the byte stream; counted once, by the region at offset 0
+            report.binary_files += len(self.binary_files)
         for path, size, base in zip(self.files, self.sizes, self._bases):
             if size == 0:
                 if start <= base and (base < end or end >= self.total_bytes):

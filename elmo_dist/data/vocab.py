@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 
 from elmo_dist.data.chars import BOS_TOKEN, EOS_TOKEN, UNK_TOKEN
 from elmo_dist.data.corpus import Corpus, SkipReport
+from elmo_dist.data.textio import sniff_text_file
 from elmo_dist.utils import atomic_write_text
 
 SPECIAL_TOKENS = (BOS_TOKEN, EOS_TOKEN, UNK_TOKEN)
@@ -74,6 +75,7 @@ class Vocabulary:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"vocabulary file {str(path)!r} does not exist")
+        sniff_text_file(path)  # a UTF-16/32 file is refused with the iconv command that converts it
         try:
             text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -7,7 +7,9 @@
       "sentence_to_index"  shape (1,) string: JSON {sentence text: key}; a sentence that occurs on
                            several lines maps to its last line, as AllenNLP's map did
 
-Lines are tokenised by whitespace (pre-tokenised text) or an nltk tokenizer (``--tokenizer``).
+Lines end at ``\n`` only (``data.textio``: a lone ``\r`` stays inside its line as whitespace,
+so key n is the n-th ``\n``-terminated line, as every other reader counts it). Lines are
+tokenised by whitespace (pre-tokenised text) or an nltk tokenizer (``--tokenizer``).
 Decisions, each counted in the returned :class:`ExportReport`:
   * a blank (or whitespace-only) line gets an empty dataset, (L+1, 0, 2P) or (0, 2P), so that
     every line number has a key; it is left out of ``sentence_to_index``;
@@ -25,9 +27,11 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import torch
+
+from elmo_dist.data.textio import EncodingError, iter_lines, sniff_text_file
 
 from .embedder import Embedder, batches_by_length
 
@@ -68,12 +72,6 @@ class ExportReport:
         return asdict(self)
 
 
-def _read_lines(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="replace", newline=None) as f:
-        for line in f:
-            yield line.rstrip("\n")
-
-
 def count_lines(path: Path) -> int:
     with open(path, "rb") as f:
         n = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
@@ -111,6 +109,8 @@ def export_sentences(embedder: Embedder, input_file: Path | str, output_file: Pa
     input_file, output_file = Path(input_file), Path(output_file)
     if not input_file.is_file():
         raise FileNotFoundError(f"{input_file}: input file not found")
+    if sniff_text_file(input_file) == "binary":
+        raise EncodingError(f"{input_file}: not a text file (it holds NUL bytes); give a UTF-8 file, one sentence per line")
     tokenize = tokenizer or str.split
     if embedder.stateful:
         embedder.reset_state()
@@ -150,7 +150,7 @@ def export_sentences(embedder: Embedder, input_file: Path | str, output_file: Pa
 
     with atomic_path(output_file) as tmp, h5py.File(tmp, "w") as fout:
         chunk: list[tuple[int, str, list]] = []
-        for line_no, line in enumerate(_read_lines(input_file)):
+        for line_no, line in enumerate(iter_lines(input_file)):
             text = line.strip()
             tokens = tokenize(text) if text else []
             report.lines += 1

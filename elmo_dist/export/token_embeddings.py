@@ -23,14 +23,15 @@ def read_word_list(path: Path | str) -> tuple[list[str], int]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: vocabulary file not found")
+    from elmo_dist.data.textio import iter_lines, sniff_text_file
+    sniff_text_file(path)  # refuses UTF-16/32, naming the conversion
     words, blank = [], 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            word = line.strip()
-            if word:
-                words.append(word)
-            else:
-                blank += 1
+    for line in iter_lines(path):  # "\n" only, as the vocabulary reader splits
+        word = line.strip()
+        if word:
+            words.append(word)
+        else:
+            blank += 1
     if not words:
         raise ValueError(f"{path}: vocabulary file holds no words")
     return words, blank

@@ -187,11 +187,12 @@ class AdaptiveSoftmax(nn.Module):
 
     def __init__(self, dim: int, vocab_size: int, cutoffs: list[int], div_value: float):
         super().__init__()
-        cutoffs = [c for c in cutoffs if c < vocab_size]
+        given, cutoffs = list(cutoffs), [c for c in cutoffs if c < vocab_size]
         if not cutoffs:
             raise ValueError(
-                f"adaptive softmax: every cutoff {cutoffs} is >= vocab_size {vocab_size}; "
-                "lower ModelConfig.adaptive_cutoffs or use softmax='full'")
+                f"adaptive softmax: every cutoff of {given} is >= the vocabulary size {vocab_size}; give --cutoffs "
+                f"(ModelConfig.adaptive_cutoffs) below {vocab_size}, e.g. {max(1, vocab_size // 4)}, "
+                "or use --softmax full")
         self.cutoffs = cutoffs + [vocab_size]
         self.shortlist = cutoffs[0]
         n_clusters = len(cutoffs)

@@ -31,7 +31,7 @@ from typing import Any, Optional
 import torch
 
 from elmo_dist.data.corpus import SkipReport, split_regions
-from elmo_dist.utils import atomic_write_text
+from elmo_dist.utils import WriteFailed, atomic_write_text, write_failure
 
 PREFIX = "step-"
 
@@ -57,18 +57,25 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], data_states
                     meta: dict[str, Any], keep: int) -> Path:
     """Writes checkpoint ``step`` atomically and prunes to the newest ``keep``."""
     root = checkpoint_dir(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:08d}"
     tmp = root / f".tmp-{PREFIX}{step:08d}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    with open(tmp / "state.pt", "wb") as f:
-        torch.save(state, f)
-        _sync(f)
-    for rank, data_state in data_states.items():
-        _write_synced(tmp / f"data_rank{rank}.json", json.dumps(data_state))
-    _write_synced(tmp / "meta.json", json.dumps({"step": step, "time": time.time(), **meta}, indent=2))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        with open(tmp / "state.pt", "wb") as f:
+            torch.save(state, f)
+            _sync(f)
+        for rank, data_state in data_states.items():
+            _write_synced(tmp / f"data_rank{rank}.json", json.dumps(data_state))
+        _write_synced(tmp / "meta.json", json.dumps({"step": step, "time": time.time(), **meta}, indent=2))
+    except (OSError, RuntimeError) as e:  # torch's writer raises RuntimeError on a full disk
+        shutil.rmtree(tmp, ignore_errors=True)  # give the space back; the older checkpoints stay
+        kept = list_checkpoints(run_dir)
+        after = (f"the newest complete checkpoint is {kept[-1].name} (--resume continues from it)" if kept
+                 else "no checkpoint was written yet")
+        raise WriteFailed(f"{write_failure(final, e)}; {after}") from e
     if final.exists():  # re-saving the same step (e.g. stop right after a periodic save)
         shutil.rmtree(final)
     tmp.rename(final)

@@ -42,7 +42,8 @@ def evaluate_perplexity(model: BiLM, corpus: Corpus, vocab: Vocabulary, batch_si
                         progress: bool = False, device: Optional[torch.device] = None,
                         row_start: int = 0, total_rows: Optional[int] = None,
                         autocast_dtype: Optional[torch.dtype] = None) -> dict[str, float]:
-    """Returns {"ppl_fwd", "ppl_bwd", "ppl", "loss", "targets_fwd", "targets_bwd", "batches"}."""
+    """Returns {"ppl_fwd", "ppl_bwd", "ppl", "loss", "targets_fwd", "targets_bwd", "batches"};
+    ``ValueError`` when the corpus holds no token (a perplexity of nothing is not a number)."""
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
@@ -70,6 +71,10 @@ def evaluate_perplexity(model: BiLM, corpus: Corpus, vocab: Vocabulary, batch_si
         model.train(was_training)
     sums = reduce_sums(sums, device)
     fwd_nll, fwd_n, bwd_nll, bwd_n = sums.tolist()
+    if fwd_n == 0 and max_batches != 0:
+        names = ", ".join(str(f) for f in corpus.files[:3]) + (", ..." if len(corpus.files) > 3 else "")
+        what = "is empty (0 bytes)" if corpus.total_bytes == 0 else f"holds no tokens ({batcher.report.summary()})"
+        raise ValueError(f"nothing to evaluate: the corpus {names} {what}; give a corpus with text")
     loss = 0.5 * (fwd_nll / max(fwd_n, 1) + bwd_nll / max(bwd_n, 1))
     return {
         "ppl_fwd": perplexity(fwd_nll, fwd_n),

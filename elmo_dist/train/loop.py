@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from elmo_dist.data import SkipReport, Vocabulary, WindowBatcher
 from elmo_dist.model import BiLM, BiLMState, LSTMState
+from elmo_dist.utils import check_writable_dir
 
 from . import checkpoint as ckpt
 from .config import RunConfig
@@ -45,12 +46,23 @@ from .distributed import (all_reduce_sum, any_rank, barrier, broadcast_from_main
                           initialize_engine, load_optimizer_state, load_user_config, world, zero_stage)
 from .evaluate import evaluate_perplexity
 from .faults import DEFAULT_COMM_TIMEOUT_S, RankFailure, StopSignals, Watchdog, describe_collective_error
-from .metrics import MetricsLogger, perplexity, read_metrics
+from .metrics import MetricsLogger, abort_loggers, perplexity, read_metrics
 from .rundir import (build_vocabulary, default_device, init_model, load_run_config, make_corpus, resolve_data,
                      vocab_path, write_json)
 
 DEEPSPEED_FILE = "deepspeed.json"
 """The user's DeepSpeed config (--deepspeed-config), kept in the run directory for --resume."""
+
+
+class LossDiverged(FloatingPointError):
+    """The training loss became NaN or infinite. The run stops at once: the weights of that
+    step are never checkpointed, so the newest checkpoint is the last good one."""
+
+    def __init__(self, loss: float, step: int, last_checkpoint: Optional[int], lr: float):
+        kept = (f"the last good checkpoint is step {last_checkpoint}" if last_checkpoint is not None
+                else "no checkpoint was written")
+        super().__init__(f"training diverged: the loss became {loss} at step {step}; {kept}; start a new run with "
+                         f"a lower --lr (this run's is {lr:g}) or a --grad-clip")
 
 
 class LMObjective(nn.Module):
@@ -166,6 +178,8 @@ def pretrain(cfg: Optional[RunConfig], run_dir: Path, resume: bool = False, prog
     is_main = rank == 0
     user_ds = load_user_config(deepspeed_config_file) if deepspeed_config_file is not None else None
     report = None
+    if is_main:  # only rank 0 writes the run directory; a full or read-only disk fails here, not at step 500
+        check_writable_dir(run_dir, "--run-dir")
     if resume:
         cfg = load_run_config(run_dir)
         if overrides:
@@ -193,8 +207,12 @@ def pretrain(cfg: Optional[RunConfig], run_dir: Path, resume: bool = False, prog
             write_json(run_dir / DEEPSPEED_FILE, user_ds)
         return _train(cfg, vocab, run_dir, resume, progress, user_ds, ds_source, watchdog, position, rank, world_size)
     except RuntimeError as e:
+        abort_loggers()
         if world_size > 1 and _is_collective_error(e):
             raise RankFailure(describe_collective_error(e, rank, position.step, position.last_checkpoint)) from e
+        raise
+    except BaseException:
+        abort_loggers()
         raise
     finally:
         watchdog.stop()
@@ -340,7 +358,7 @@ def _train(cfg: RunConfig, vocab: Vocabulary, run_dir: Path, resume: bool, progr
             step += 1
             position.step = step
             if not math.isfinite(out.loss.item()):
-                raise FloatingPointError(f"loss became {out.loss.item()} at step {step}; lower --lr or enable --grad-clip")
+                raise LossDiverged(out.loss.item(), step, position.last_checkpoint, cfg.optim.lr)
             bar.update(1)
             if step % tc.log_every == 0 or step == tc.max_steps:
                 sums = all_reduce_sum(torch.tensor([window[k] for k in ("nll_f", "n_f", "nll_b", "n_b", "tokens")],

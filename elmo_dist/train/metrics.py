@@ -33,6 +33,7 @@ class MetricsLogger:
             os.environ.setdefault("WANDB_SILENT", "true")
             try:
                 import wandb
+                _ACTIVE.add(self)
                 self._wandb = wandb.init(project=project, dir=str(run_dir), config=config,
                                          mode=wandb_mode, name=Path(run_dir).name,
                                          resume="allow" if resume else None, reinit="finish_previous")
@@ -43,17 +44,44 @@ class MetricsLogger:
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-            f.flush()
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+                f.flush()
+        except OSError as e:
+            from elmo_dist.utils import write_failure
+            raise write_failure(self.path, e) from e
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in record.items() if isinstance(v, (int, float))},
                             step=int(record.get("step", 0)))
 
-    def close(self) -> None:
-        if self._wandb is not None:
-            self._wandb.finish()
-            self._wandb = None
+    def close(self, failed: bool = False) -> None:
+        """Finishes the wandb run. ``failed``: the run is ending on an error, perhaps a full or
+        read-only disk under the run directory, where wandb keeps its files: finish it quietly,
+        so that its own failing log writes do not bury the one-line error under tracebacks."""
+        _ACTIVE.discard(self)
+        if self._wandb is None:
+            return
+        run, self._wandb = self._wandb, None
+        if not failed:
+            run.finish()
+            return
+        import logging
+        logging.raiseExceptions = False  # wandb's log handlers write into the run directory
+        try:
+            run.finish(exit_code=1, quiet=True)
+        except Exception:  # noqa: BLE001 - the error being reported matters more
+            pass
+
+
+_ACTIVE: set = set()
+"""Loggers with an open wandb run; :func:`abort_loggers` closes them when a run fails."""
+
+
+def abort_loggers() -> None:
+    """Closes every open logger as failed (see :meth:`MetricsLogger.close`)."""
+    for logger in list(_ACTIVE):
+        logger.close(failed=True)
 
 
 def read_metrics(run_dir: Path, kind: Optional[str] = None) -> list[dict[str, Any]]:

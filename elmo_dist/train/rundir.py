@@ -96,6 +96,15 @@ def load_model(run_dir: Path, checkpoint: Optional[Path] = None, stateful: bool 
     return model, cfg, vocab
 
 
+def run_inputs(run_dir: Optional[Path]) -> list[tuple[str, Path]]:
+    """The files of a run directory that later stages read, as (what, path) pairs for the
+    output-path checks (``cli.paths``)."""
+    if run_dir is None:
+        return []
+    run_dir = Path(run_dir)
+    return [("a file of the run directory", run_dir / name) for name in ("config.json", "vocab.txt", "summary.json")]
+
+
 def write_json(path: Path, payload: dict) -> None:
     from elmo_dist.utils import atomic_write_text
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")

@@ -132,7 +132,7 @@ def test_each_row_is_a_continuous_stream(small):
 
 
 def test_corpus_too_small_for_rows(small):
-    with pytest.raises(ValueError, match="too small for 8 batch rows.*lower batch_size"):
+    with pytest.raises(ValueError, match="too small or too uneven for 8 batch rows.*lower --batch-size"):
         WindowBatcher(small, VOCAB, batch_size=8, num_steps=4)
     # Evaluation: rows without lines are padding; every target still comes out once.
     batches = list(WindowBatcher(small, VOCAB, batch_size=8, num_steps=4, loop=False))
