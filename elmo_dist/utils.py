@@ -18,8 +18,11 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     A crash mid-write leaves the old file (or none) in place, never a half-written one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # a read-only or full disk, a missing permission: say so before any work
+        raise write_failure(path, e) from e
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -129,6 +129,8 @@ def read_table(path: Path | str, text_column: str = "text", label_column: str = 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: label file not found")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file; give a .csv/.tsv label table or a folder per class")
     delimiter = TABLE_SUFFIXES.get(path.suffix.lower())
     if delimiter is None:
         raise ValueError(f"{path}: unknown label file type {path.suffix!r}; name it .csv (comma) or .tsv (tab), "

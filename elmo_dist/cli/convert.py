@@ -157,6 +157,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             if args.run_dir is None:
                 raise ValueError("--from-allennlp needs --run-dir RUN (the run directory to create)")
             options, weights = args.from_allennlp
+            from .paths import check_output_dir
+            check_output_dir(args.run_dir, "--run-dir")
             path = from_allennlp(options, weights, args.run_dir, args.vocab, args.softmax_weights, rest,
                                  progress=not args.no_progress)
             print(f"made run directory {args.run_dir} (checkpoint {path.name}); fine-tune with "
@@ -165,6 +167,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         run_dir = args.run if args.run is not None else args.run_dir
         if args.to_allennlp is None or run_dir is None:
             raise ValueError("give RUN --to-allennlp DIR, or --from-allennlp OPTIONS WEIGHTS --run-dir RUN")
+        from .paths import check_output_dir, same_file
+        check_output_dir(args.to_allennlp, "--to-allennlp")
+        if same_file(args.to_allennlp, run_dir):  # its vocab.txt would be copied onto itself
+            raise ValueError(f"--to-allennlp {args.to_allennlp} is the run directory itself; give a new folder, "
+                             f"e.g. {Path(run_dir) / 'allennlp'}")
         paths = to_allennlp(run_dir, args.to_allennlp, args.checkpoint)
         print(f"wrote {', '.join(str(p) for p in paths.values())}")
         return 0

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Iterable, Optional
 
+from elmo_dist.utils import check_writable_dir
+
 
 def same_file(a: Path, b: Path) -> bool:
     """Whether ``a`` and ``b`` name one file: by inode when both exist (links), else by resolved path."""
@@ -40,6 +42,7 @@ def check_output_file(path: Optional[Path], flag: str, inputs: Iterable[tuple[st
         if source is not None and same_file(path, Path(source)):
             raise ValueError(f"{flag} {path} is {what} it reads; writing there would destroy the input: "
                              "give another output path")
+    check_writable_dir(path.parent, f"{flag} {path}: its folder")  # a read-only disk fails now, not at the end
 
 
 def check_output_dir(path: Path, flag: str, inputs: Iterable[tuple[str, Path]] = ()) -> None:

@@ -107,6 +107,8 @@ def export_sentences(embedder: Embedder, input_file: Path | str, output_file: Pa
         if value < 1:
             raise ValueError(f"{name} must be >= 1; got {value}")
     input_file, output_file = Path(input_file), Path(output_file)
+    if input_file.exists() and not input_file.is_file():
+        raise ValueError(f"{input_file}: not a regular file; give a text file, one sentence per line")
     if not input_file.is_file():
         raise FileNotFoundError(f"{input_file}: input file not found")
     if sniff_text_file(input_file) == "binary":

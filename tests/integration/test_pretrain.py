@@ -10,23 +10,12 @@ import pytest
 import torch
 
 from elmo_dist.cli import main as cli
-from elmo_dist.model import ModelConfig
-from elmo_dist.train import DataConfig, OptimConfig, RunConfig, TrainConfig, pretrain
+from elmo_dist.train import pretrain
 from elmo_dist.train.checkpoint import list_checkpoints
 from elmo_dist.train.metrics import read_metrics
-from tests.corpus import write_corpus
+from tests.corpus import micro_run_config, write_corpus
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def micro_run_config(train_file, valid_file, lr=3e-3, **train_kw):
-    model = ModelConfig(lstm_dim=16, projection_dim=8, n_layers=2, char_embed_dim=4,
-                        filters=[[1, 8], [2, 8], [3, 8]], n_highway=1, dropout=0.1)
-    data = DataConfig(train=[str(train_file)], valid=[str(valid_file)])
-    optim = OptimConfig(optimizer="adam", lr=lr)
-    train = TrainConfig(**{**dict(batch_size=4, num_steps=6, max_steps=8, log_every=1, eval_every=0,
-                                  checkpoint_every=4, wandb_mode="disabled"), **train_kw})
-    return RunConfig(model, data, optim, train)
 
 
 @pytest.fixture
