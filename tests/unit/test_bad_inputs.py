@@ -2,7 +2,7 @@
 (exit 2), or the documented handling (exit 0); and every input file byte-identical afterwards.
 
 The inputs live in one module-wide folder (a micro run directory, corpora, label tables); each
-row's checksums of every file in it are taken before and after. Rows that need a full or
+row's checksums of every file in it are compared before and after (and a damaged file put back). Rows that need a full or
 read-only disk mount a small tmpfs (root only; skipped elsewhere, with the reason).
 """
 import contextlib
@@ -85,10 +85,25 @@ def world(tmp_path_factory):
     return w
 
 
-def checksums(root: Path) -> dict:
-    """sha256 of every regular file below ``root`` (FIFOs and folders skipped)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+def snapshot(root: Path) -> dict:
+    """The bytes of every regular file below ``root`` (FIFOs and folders skipped), by relative path."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def changed_inputs(root: Path, before: dict) -> list:
+    """Files of ``before`` whose sha256 differs now (or that are gone); each is put back as it
+    was, so that one row's damage cannot fail the rows after it."""
+    digest = lambda data: hashlib.sha256(data).hexdigest()  # noqa: E731
+    changed = []
+    for rel, data in before.items():
+        path = root / rel
+        if not path.is_file() or digest(path.read_bytes()) != digest(data):
+            changed.append(rel)
+            if path.is_dir():
+                import shutil
+                shutil.rmtree(path)
+            path.write_bytes(data)
+    return changed
 
 
 @contextlib.contextmanager
@@ -196,7 +211,7 @@ def _run_row(w: Path, row: Row, capfd):
     fs = stack.enter_context(tmpfs(**row.fs)) if row.fs else None
     with stack:
         argv = [a.replace("{fs}", str(fs)) for a in row.argv]
-        before = checksums(w)
+        before = snapshot(w)
         cwd = os.getcwd()
         os.chdir(w)
         try:
@@ -207,8 +222,8 @@ def _run_row(w: Path, row: Row, capfd):
         finally:
             os.chdir(cwd)
         out, err = capfd.readouterr()
-        after = checksums(w)
-        assert {k: after.get(k) for k in before} == before, f"{row.name}: an input changed"
+        changed = changed_inputs(w, before)
+        assert not changed, f"{row.name}: inputs changed: {changed}"
         if row.check is not None:
             row.check(w, fs)
         return code, out, err.replace(str(fs), "{fs}") if fs else err, fs
