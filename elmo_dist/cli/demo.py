@@ -84,8 +84,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     def run() -> int:
         from . import classify, evaluate, pretrain
+        from .paths import check_output_dir
+        check_output_dir(args.run_dir, "--run-dir")
         if (args.run_dir / "config.json").exists():
-            raise FileExistsError(f"{args.run_dir} already holds a run; choose another --run-dir")
+            raise FileExistsError(f"--run-dir {args.run_dir} already holds a run; choose another --run-dir")
         quiet = ["--no-progress"] if args.no_progress else []
         test_text = write_corpus(args.run_dir, args.corpus)
         code = pretrain.main([*pretrain_args(args.run_dir, args.corpus), "--max-minutes", str(args.minutes),

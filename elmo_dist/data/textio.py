@@ -6,7 +6,8 @@
   ``\\u2028``, ``\\u2029``), stay inside the line, where the tokenizers treat them as
   whitespace. So the corpus reader, ``export``'s line numbers (its HDF5 keys), ``vocab`` and the
   classifier's tables count the same lines in the same file.
-* **UTF-8 only.** A file that starts with a UTF-16 or UTF-32 byte-order mark is refused with the
+* **UTF-8 only.** A file that starts with a UTF-16 or UTF-32 byte-order mark (and holds the NUL
+  bytes such text always has) is refused with the
   ``iconv`` command that converts it: read as UTF-8 it would put NUL bytes inside every word.
 * **Text, not binary.** A NUL byte in a file's first :data:`SNIFF_BYTES` marks it binary (an
   image, an archive, UTF-16 without a mark); readers of many files skip and count such files.
@@ -30,10 +31,14 @@ class EncodingError(ValueError):
 
 
 def wide_encoding(head: bytes) -> str | None:
-    """The UTF-16/32 encoding named by the byte-order mark at the start of ``head``, else None."""
+    """The UTF-16/32 encoding named by the byte-order mark at the start of ``head``, else None.
+
+    A mark counts only with a NUL byte after it: every line break (and ASCII letter) of UTF-16
+    or UTF-32 text holds one, while a UTF-8 file whose first line merely starts with the bytes
+    FF FE (invalid UTF-8: that line is skipped and counted) has none."""
     for bom, name in _WIDE_BOMS:
         if head.startswith(bom):
-            return name
+            return name if b"\x00" in head[len(bom):SNIFF_BYTES] else None
     return None
 
 

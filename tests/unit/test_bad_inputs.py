@@ -201,6 +201,8 @@ REFUSED = [
                                    *CLASSIFY_FAST], ["--out s.txt is a file"]),
     Row("convert-to-allennlp-into-run-dir", ["convert", "R", "--to-allennlp", "R"], ["--to-allennlp R"]),
     Row("convert-to-allennlp-onto-a-file", ["convert", "R", "--to-allennlp", "s.txt"], ["--to-allennlp s.txt"]),
+    Row("demo-run-dir-holds-a-run", ["demo", "--run-dir", "R", "--no-progress"], ["--run-dir R", "already holds"]),
+    Row("demo-run-dir-is-a-file", ["demo", "--run-dir", "s.txt", "--no-progress"], ["--run-dir s.txt is a file"]),
     Row("bench-unknown-suite", ["bench", "--suite", "nosuch"], ["--suite", "nosuch"]),
 ]
 

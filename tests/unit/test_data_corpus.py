@@ -65,6 +65,7 @@ def test_invalid_utf8_line_skipped_and_counted(tmp_path):
     assert list(Corpus([f]).iter_sentences(report)) == [["good", "line"], ["café", "ok"]]
     assert report.as_dict() == {
         "lines_read": 2, "tokens_read": 4, "invalid_utf8": 2, "blank": 0, "too_long": 0, "empty_files": 0,
+        "binary_files": 0,
     }
 
 
@@ -120,6 +121,7 @@ def test_report_merge_summary():
     assert a.merge(b) is a
     assert a.as_dict() == {
         "lines_read": 4, "tokens_read": 14, "invalid_utf8": 1, "blank": 2, "too_long": 4, "empty_files": 1,
+        "binary_files": 0,
     }
     assert a.lines_skipped == 7
     assert a.summary() == "read 4 lines (14 tokens); skipped 1 invalid UTF-8, 2 blank, 4 too long; 1 empty file"
@@ -178,6 +180,7 @@ def test_regions_partition_lines_and_counts(corpus, n):
     assert got == LINES
     assert total.as_dict() == {
         "lines_read": 8, "tokens_read": 26, "invalid_utf8": 1, "blank": 1, "too_long": 0, "empty_files": 1,
+        "binary_files": 0,
     }
 
 
