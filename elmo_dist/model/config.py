@@ -83,6 +83,9 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.lstm_impl must be one of {LSTM_IMPLS}; got {self.lstm_impl!r}")
         if sorted(self.adaptive_cutoffs) != list(self.adaptive_cutoffs) or any(c < 1 for c in self.adaptive_cutoffs):
             raise ValueError(f"ModelConfig.adaptive_cutoffs must be increasing positive ints; got {self.adaptive_cutoffs}")
+        if self.softmax == "adaptive" and self.vocab_size > 0 and min(self.adaptive_cutoffs, default=0) >= self.vocab_size:
+            # checked here, when the vocabulary size is set, so a run fails before its files are written
+            raise ValueError(adaptive_cutoff_error(self.adaptive_cutoffs, self.vocab_size))
         if self.adaptive_div_value < 1:
             raise ValueError(f"ModelConfig.adaptive_div_value must be >= 1; got {self.adaptive_div_value}")
         self.filters = [[int(w), int(c)] for w, c in self.filters]
@@ -120,3 +123,10 @@ def preset(name: str, **overrides) -> ModelConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
     return ModelConfig(**{**PRESETS[name], **overrides})
+
+
+def adaptive_cutoff_error(cutoffs: list, vocab_size: int) -> str:
+    """The message for adaptive-softmax cutoffs that leave no cluster below the vocabulary size."""
+    return (f"adaptive softmax: every cutoff of {list(cutoffs)} is >= the vocabulary size {vocab_size}; give "
+            f"--cutoffs (ModelConfig.adaptive_cutoffs) below {vocab_size}, e.g. {max(1, vocab_size // 4)}, "
+            "or use --softmax full")

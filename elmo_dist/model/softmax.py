@@ -189,10 +189,8 @@ class AdaptiveSoftmax(nn.Module):
         super().__init__()
         given, cutoffs = list(cutoffs), [c for c in cutoffs if c < vocab_size]
         if not cutoffs:
-            raise ValueError(
-                f"adaptive softmax: every cutoff of {given} is >= the vocabulary size {vocab_size}; give --cutoffs "
-                f"(ModelConfig.adaptive_cutoffs) below {vocab_size}, e.g. {max(1, vocab_size // 4)}, "
-                "or use --softmax full")
+            from .config import adaptive_cutoff_error
+            raise ValueError(adaptive_cutoff_error(given, vocab_size))
         self.cutoffs = cutoffs + [vocab_size]
         self.shortlist = cutoffs[0]
         n_clusters = len(cutoffs)

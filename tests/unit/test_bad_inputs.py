@@ -146,6 +146,10 @@ def _last_good_checkpoint_kept(w, fs):
     assert all(torch.isfinite(t).all() for t in found[1]["model"].values())
 
 
+def _no_run_files_written(w, fs):
+    assert not (w / "out" / "cut" / "config.json").exists()  # so the same command can run again, fixed
+
+
 def _nothing_half_written(w, fs):
     root = fs / "R" / "checkpoints"
     assert root.is_dir() and not any(root.iterdir()), list(root.iterdir())  # no .tmp-step-* left behind
@@ -179,7 +183,7 @@ REFUSED = [
         ["long.txt", "--max-line-bytes (1000)", "--batch-size"]),
     Row("pretrain-cutoffs-beyond-vocab", ["pretrain", "--run-dir", "out/cut", "--corpus", "train.txt", "--softmax",
                                           "adaptive", "--cutoffs", "20000", "100000", "--max-steps", "2", *TINY_RUN],
-        ["[20000, 100000]", "--cutoffs", "below"]),
+        ["[20000, 100000]", "--cutoffs", "below"], check=_no_run_files_written),
     Row("pretrain-lr-diverges", ["pretrain", "--run-dir", "out/diverged", "--corpus", "train.txt", "--lr", "1e30",
                                  "--max-steps", "20", "--checkpoint-every", "1", *TINY_RUN],
         ["diverged", "step 2", "last good checkpoint is step 1", "--lr"], check=_last_good_checkpoint_kept),
