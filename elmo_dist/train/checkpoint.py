@@ -7,8 +7,8 @@ Layout: RUN/checkpoints/step-00001000/
                       (tensors and plain containers only: loaded with ``weights_only=True``)
     data_rank{k}.json rank k's data position (WindowBatcher.state_dict()), one per rank
     meta.json         step, time, world size, effective gradient accumulation, DeepSpeed and
-                      resolved run config; written last, so its presence marks a complete
-                      checkpoint
+                      resolved run config, and the size and sha256 of every other file (verified
+                      on load); written last, so its presence marks a complete checkpoint
 Rank 0 writes everything (the other ranks send it their positions and states), so only rank 0
 needs the run directory to write. A checkpoint is written into ``.tmp-step-...``, flushed to
 disk and renamed into place, so a crash mid-write never leaves a directory that looks
@@ -20,6 +20,7 @@ positions are then approximate; only the same world size continues exactly.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -69,7 +70,9 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], data_states
             _sync(f)
         for rank, data_state in data_states.items():
             _write_synced(tmp / f"data_rank{rank}.json", json.dumps(data_state))
-        _write_synced(tmp / "meta.json", json.dumps({"step": step, "time": time.time(), **meta}, indent=2))
+        files = {p.name: file_digest(p) for p in sorted(tmp.iterdir())}  # read back: what is on disk
+        _write_synced(tmp / "meta.json", json.dumps({"step": step, "time": time.time(), **meta, "files": files},
+                                                    indent=2))
     except (OSError, RuntimeError) as e:  # torch's writer raises RuntimeError on a full disk
         shutil.rmtree(tmp, ignore_errors=True)  # give the space back; the older checkpoints stay
         kept = list_checkpoints(run_dir)
@@ -111,16 +114,43 @@ def _sync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def file_digest(path: Path) -> dict[str, Any]:
+    """{"bytes": size, "sha256": hex digest} of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"bytes": Path(path).stat().st_size, "sha256": h.hexdigest()}
+
+
+def verify_files(path: Path, meta: dict[str, Any]) -> None:
+    """Checks every file meta.json records (size, then sha256): a flipped byte inside tensor data
+    loads without complaint from torch, so only the digest catches it. Checkpoints written before
+    digests were recorded have no "files" entry and pass."""
+    for name, expected in meta.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"{path}: incomplete checkpoint ({name} missing)")
+        got = file_digest(file) if file.stat().st_size == expected["bytes"] else {"bytes": file.stat().st_size}
+        if got != expected:
+            what = "size" if got["bytes"] != expected["bytes"] else "sha256"
+            raise CheckpointError(f"{path}: {name} is damaged ({what} differs from the one recorded in meta.json)")
+
+
 def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[int, dict], dict[str, Any]]:
-    """Loads one checkpoint directory; raises CheckpointError naming what is wrong."""
+    """Loads one checkpoint directory, its files verified against meta.json's digests; raises
+    CheckpointError naming what is wrong."""
     path = Path(path)
     try:
         meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        verify_files(path, meta)
         state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
         data_states = {int(p.stem[len("data_rank"):]): json.loads(p.read_text(encoding="utf-8"))
                        for p in path.glob("data_rank*.json")}
     except FileNotFoundError as e:
         raise CheckpointError(f"{path}: incomplete checkpoint ({Path(e.filename).name} missing)") from None
+    except CheckpointError:
+        raise
     except Exception as e:  # truncated zip, bad JSON, non-tensor pickle content...
         raise CheckpointError(f"{path}: corrupt checkpoint ({type(e).__name__}: {e})") from None
     for key in ("model", "optimizer", "step"):

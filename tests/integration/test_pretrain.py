@@ -11,7 +11,7 @@ import torch
 
 from elmo_dist.cli import main as cli
 from elmo_dist.train import pretrain
-from elmo_dist.train.checkpoint import list_checkpoints
+from elmo_dist.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from elmo_dist.train.metrics import read_metrics
 from tests.corpus import micro_run_config, write_corpus
 
@@ -73,6 +73,50 @@ def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, corpus):
         summary = pretrain(None, run, resume=True, progress=False, overrides={"max_steps": 10})
     assert summary["step"] == 10
     assert min(train_losses(run)) == 1  # steps 5.. were retrained from the step-4 checkpoint
+
+
+def flip_byte_in_tensor_data(state_file):
+    """Flips one byte inside the largest tensor's stored data (the zip member archive/data/N):
+    torch.load reads such a file without complaint."""
+    import zipfile
+    with zipfile.ZipFile(state_file) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = bytearray(state_file.read_bytes())
+    name_len, extra_len = int.from_bytes(raw[info.header_offset + 26:info.header_offset + 28], "little"), \
+        int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], "little")
+    at = info.header_offset + 30 + name_len + extra_len + info.file_size // 2  # the middle of its data
+    raw[at] ^= 0x40
+    state_file.write_bytes(bytes(raw))
+
+
+def test_flipped_byte_in_tensor_data_is_caught_and_the_previous_checkpoint_used(tmp_path, corpus):
+    run = tmp_path / "r"
+    pretrain(micro_run_config(*corpus, max_steps=8, checkpoint_every=4), run, progress=False)
+    latest = list_checkpoints(run)[-1]
+    def tensors():
+        state = torch.load(latest / "state.pt", weights_only=True)
+        found = []
+        def walk(x):
+            if isinstance(x, torch.Tensor):
+                found.append(x)
+            elif isinstance(x, dict):
+                for v in x.values():
+                    walk(v)
+            elif isinstance(x, (list, tuple)):
+                for v in x:
+                    walk(v)
+        walk(state)
+        return found
+    before = tensors()
+    flip_byte_in_tensor_data(latest / "state.pt")
+    after = tensors()  # torch loads it without complaint...
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))  # ...but its values changed
+    with pytest.raises(CheckpointError, match="state.pt is damaged"):
+        load_checkpoint(latest)
+    with pytest.warns(UserWarning, match="step-00000008.*damaged"):
+        summary = pretrain(None, run, resume=True, progress=False, overrides={"max_steps": 10})
+    assert summary["step"] == 10
+    assert min(train_losses(run)) == 1 and set(train_losses(run)) == set(range(1, 11))  # 5.. retrained from 4
 
 
 def test_cli_pretrain_evaluate_and_errors(tmp_path, corpus, capsys):
