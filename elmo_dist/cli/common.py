@@ -24,8 +24,12 @@ def one_line(e: BaseException) -> str:
 
 def run_guarded(prog: str, fn: Callable[[], int]) -> int:
     """Runs ``fn``; user errors become ``prog: error: message`` on stderr and exit status 2."""
+    from elmo_dist.train.faults import RunInterrupted
     try:
         return fn()
+    except RunInterrupted as e:  # a checkpoint and an "interrupted" summary were written
+        print(f"{prog}: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
     except USER_ERRORS as e:

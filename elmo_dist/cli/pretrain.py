@@ -17,7 +17,11 @@ Runs under a DeepSpeed engine in every case: alone (`elmo-dist pretrain ...`), o
 `deepspeed` / `torchrun` for several processes and nodes. The run directory receives
 config.json, vocab.txt, checkpoints/, metrics.jsonl and summary.json; later stages
 (evaluate, export) need only its path. --resume continues the run exactly from its latest
-valid checkpoint (options other than the budget flags come from the run's config.json).
+valid checkpoint (options other than the budget flags come from the run's config.json);
+--resume auto does that when a checkpoint exists and starts the run otherwise, so one command
+line serves the first start and every restart. A start that failed or was stopped before its
+first checkpoint can be rerun as it was. Exit status: 0 finished, 2 bad input, 128 + N stopped by
+signal N after a checkpoint (143: SIGTERM; summary.json then says "interrupted").
 
 Several processes: `deepspeed --num_gpus N --module elmo_dist.cli.pretrain ...` or
 `torchrun --nproc_per_node N -m elmo_dist pretrain ...` (launch/ has multi-node and Slurm
@@ -28,7 +32,10 @@ scripts); --batch-size is per rank, so the global batch is batch-size x grad-acc
 def build_parser() -> argparse.ArgumentParser:
     p = parser("elmo-dist pretrain", DESCRIPTION)
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="run directory to create (or resume)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest valid checkpoint")
+    p.add_argument("--resume", nargs="?", const="yes", default="no", choices=["yes", "auto"],
+                   help="continue the run in --run-dir from its latest valid checkpoint; `--resume auto`: continue "
+                        "when there is one, else start the run (for jobs that restart themselves: torchrun "
+                        "--max-restarts, Slurm --requeue)")
     g = p.add_argument_group("data")
     g.add_argument("--corpus", nargs="+", default=[], help="training files, directories or globs (one sentence per line); default: PTB train")
     g.add_argument("--valid", nargs="+", default=[], help="held-out files for perplexity; default: PTB valid when --corpus is not given")
@@ -114,10 +121,13 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         from .paths import check_output_dir
         check_output_dir(args.run_dir, "--run-dir", [("the corpus folder", Path(c)) for c in args.corpus + args.valid])
-        if args.resume:
+        resume = {"no": False, "yes": True, "auto": "auto"}[args.resume]
+        if resume:
             overrides = {k: v for k, v in (("max_steps", args.max_steps), ("max_minutes", args.max_minutes)) if v is not None}
-            summary = pretrain(None, args.run_dir, resume=True, progress=not args.no_progress, overrides=overrides,
-                               deepspeed_config_file=args.deepspeed_config, comm_timeout_s=args.comm_timeout)
+            cfg = config_from_args(args) if resume == "auto" else None  # "auto" may have to start the run
+            summary = pretrain(cfg, args.run_dir, resume=resume, progress=not args.no_progress, overrides=overrides,
+                               vocab_file=args.vocab, deepspeed_config_file=args.deepspeed_config,
+                               comm_timeout_s=args.comm_timeout)
         else:
             summary = pretrain(config_from_args(args), args.run_dir, progress=not args.no_progress, vocab_file=args.vocab,
                                deepspeed_config_file=args.deepspeed_config, comm_timeout_s=args.comm_timeout)

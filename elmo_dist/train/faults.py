@@ -172,3 +172,17 @@ class StopSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+
+
+class RunInterrupted(Exception):
+    """Training stopped on a signal after writing its checkpoint and an "interrupted" summary.
+
+    ``exit_code`` is 128 + the signal number (143 for SIGTERM, 130 for SIGINT), the shell's
+    convention, so a scheduler can tell an interrupted run from a finished one (exit 0)."""
+
+    def __init__(self, signal_name: str, step: int, run_dir: Path):
+        import signal
+        self.signal_name, self.step = signal_name, step
+        self.exit_code = 128 + int(signal.Signals[signal_name])
+        super().__init__(f"stopped by {signal_name} at step {step}: checkpoint written; continue with "
+                         f"`elmo-dist pretrain --run-dir {run_dir} --resume auto`")

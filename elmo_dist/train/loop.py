@@ -45,7 +45,8 @@ from .distributed import (all_reduce_sum, any_rank, barrier, broadcast_from_main
                           deepspeed_config, gather_optimizer_state, gather_to_main, init_process_group,
                           initialize_engine, load_optimizer_state, load_user_config, world, zero_stage)
 from .evaluate import evaluate_perplexity
-from .faults import DEFAULT_COMM_TIMEOUT_S, RankFailure, StopSignals, Watchdog, describe_collective_error
+from .faults import (DEFAULT_COMM_TIMEOUT_S, RankFailure, RunInterrupted, StopSignals, Watchdog,
+                     describe_collective_error)
 from .metrics import MetricsLogger, abort_loggers, perplexity, read_metrics
 from .rundir import (build_vocabulary, default_device, init_model, load_run_config, make_corpus, resolve_data,
                      vocab_path, write_json)
@@ -94,10 +95,28 @@ def _rank_seed(seed: int, rank: int) -> int:
     return seed + 1_000_003 * rank
 
 
+RUN_FILES_OF_AN_ATTEMPT = ("metrics.jsonl", "summary.json", "data_report.json", DEEPSPEED_FILE)
+"""What a start that never reached a checkpoint may have left; a new start replaces them."""
+
+
+def resolve_resume(resume, run_dir: Path) -> bool:
+    """``resume`` as a bool: True/False as given; "auto" resumes when the run directory holds a
+    complete checkpoint and starts fresh otherwise (what a restarted or requeued job wants).
+    Every rank decides alone, from the run directory that resuming reads anyway."""
+    if resume == "auto":
+        return bool(ckpt.list_checkpoints(run_dir))
+    if resume not in (True, False):
+        raise ValueError(f"resume must be True, False or 'auto'; got {resume!r}")
+    return resume
+
+
 def _new_run(cfg: RunConfig, run_dir: Path, vocab_file: Optional[Path], progress: bool):
-    """Checks that run_dir is free, resolves the data and the vocabulary; writes nothing."""
-    if (Path(run_dir) / "config.json").exists():
-        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
+    """Checks that run_dir holds no trained run, resolves the data and the vocabulary; writes
+    nothing. A run directory whose start failed or was interrupted before its first checkpoint
+    (config.json, no checkpoint) may be started again with the same command line."""
+    if (Path(run_dir) / "config.json").exists() and ckpt.list_checkpoints(run_dir):
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume (or --resume auto) to continue it "
+                              "or choose another --run-dir")
     data = resolve_data(cfg.data)
     if vocab_file is not None:
         vocab, report = Vocabulary.from_file(vocab_file), None
@@ -108,6 +127,10 @@ def _new_run(cfg: RunConfig, run_dir: Path, vocab_file: Optional[Path], progress
 
 def _write_run_files(cfg: RunConfig, vocab: Vocabulary, report, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "config.json").exists():
+        print(f"{run_dir}: a start that wrote no checkpoint was left here; starting the run over")
+        for name in RUN_FILES_OF_AN_ATTEMPT:
+            (run_dir / name).unlink(missing_ok=True)
     vocab.save(vocab_path(run_dir))
     if report is not None:
         write_json(run_dir / "data_report.json", report.as_dict())
@@ -180,6 +203,9 @@ def pretrain(cfg: Optional[RunConfig], run_dir: Path, resume: bool = False, prog
     report = None
     if is_main:  # only rank 0 writes the run directory; a full or read-only disk fails here, not at step 500
         check_writable_dir(run_dir, "--run-dir")
+    if resume == "auto" and cfg is None and not ckpt.list_checkpoints(run_dir):
+        raise ValueError(f"{run_dir} holds no checkpoint to resume, and no configuration to start from was given")
+    resume = resolve_resume(resume, run_dir)
     if resume:
         cfg = load_run_config(run_dir)
         if overrides:
@@ -388,21 +414,22 @@ def _train(cfg: RunConfig, vocab: Vocabulary, run_dir: Path, resume: bool, progr
         bar.close()
         if world_size == 1:  # several ranks are interrupted at different points: no collective save
             save("interrupted")
-            print(f"interrupted: checkpoint at step {step} written; continue with --resume")
+            _write_interrupted_summary(run_dir, "SIGINT", step, tokens_seen, start, world_size)
+            print(f"interrupted: checkpoint at step {step} written; continue with --resume auto")
         logger.close()
         raise
     signals.restore()
     bar.close()
     save(stop_reason)
     if signals.received is not None:
-        if is_main:
-            print(f"stopped by {signals.received} at step {step}: checkpoint written; continue with --resume")
         logger.close()
-        return {"step": step, "stop_reason": stop_reason, "tokens_seen": tokens_seen,
-                "train_minutes": (time.time() - start) / 60, "world_size": world_size}
+        if is_main:
+            _write_interrupted_summary(run_dir, signals.received, step, tokens_seen, start, world_size)
+        raise RunInterrupted(signals.received, step, run_dir)
     reports = gather_to_main(batcher.report.as_dict())
-    summary: dict[str, Any] = {"step": step, "stop_reason": stop_reason, "tokens_seen": tokens_seen,
-                               "train_minutes": (time.time() - start) / 60, "world_size": world_size}
+    summary: dict[str, Any] = {"status": "finished", "step": step, "stop_reason": stop_reason,
+                               "tokens_seen": tokens_seen, "train_minutes": (time.time() - start) / 60,
+                               "world_size": world_size}
     if is_main:
         merged = SkipReport()
         for r in reports:
@@ -419,6 +446,15 @@ def _train(cfg: RunConfig, vocab: Vocabulary, run_dir: Path, resume: bool, progr
         write_json(run_dir / "summary.json", summary)
     logger.close()
     return summary
+
+
+def _write_interrupted_summary(run_dir: Path, signal_name: str, step: int, tokens_seen: int, start: float,
+                               world_size: int) -> None:
+    """summary.json of a run stopped by a signal: what happened and the command that continues it."""
+    write_json(run_dir / "summary.json", {
+        "status": "interrupted", "signal": signal_name, "step": step, "stop_reason": f"signal ({signal_name})",
+        "tokens_seen": tokens_seen, "train_minutes": (time.time() - start) / 60, "world_size": world_size,
+        "resume_with": f"elmo-dist pretrain --run-dir {run_dir} --resume auto"})
 
 
 def _is_collective_error(e: RuntimeError) -> bool:

@@ -209,9 +209,42 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(tmp_path, corpus):
         finally:
             proc.kill()
     out = log.read_text()
-    assert proc.returncode == 0, out
-    assert "SIGTERM" in out and "--resume" in out
+    assert proc.returncode == 143, out  # 128 + SIGTERM: a scheduler sees an interrupted run
+    assert "SIGTERM" in out and "--resume auto" in out
     saved = list_checkpoints(run)
     assert saved, out
     step = int(saved[-1].name.split("-")[1])
     assert step == max(r["step"] for r in read_metrics(run, "train"))  # the last finished step
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["step"] == step and "--resume auto" in summary["resume_with"]
+
+
+def test_failed_start_reruns_with_the_same_command_line(tmp_path, corpus, capsys):
+    """A start that stopped before its first checkpoint (here: --valid names a file not there
+    yet) leaves config.json; the same command runs once the file exists."""
+    train, valid = corpus
+    run, late = tmp_path / "r", tmp_path / "late-valid.txt"
+    argv = ["pretrain", "--run-dir", str(run), "--corpus", str(train), "--valid", str(late), "--preset", "tiny",
+            "--batch-size", "2", "--num-steps", "5", "--max-steps", "2", "--wandb", "disabled", "--no-progress"]
+    assert cli(argv) == 2
+    assert "late-valid.txt" in capsys.readouterr().err
+    assert (run / "config.json").exists() and not list_checkpoints(run)
+    late.write_bytes(valid.read_bytes())
+    assert cli(argv) == 0, capsys.readouterr().err
+    assert "starting the run over" in capsys.readouterr().out
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000002"]
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+    assert cli(argv) == 2  # a run with a checkpoint is never started over
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_auto_starts_then_continues(tmp_path, corpus, capsys):
+    train, valid = corpus
+    argv = ["pretrain", "--run-dir", str(tmp_path / "r"), "--resume", "auto", "--corpus", str(train), "--valid",
+            str(valid), "--preset", "tiny", "--batch-size", "2", "--num-steps", "5", "--checkpoint-every", "2",
+            "--log-every", "1", "--wandb", "disabled", "--no-progress"]
+    assert cli([*argv, "--max-steps", "2"]) == 0
+    assert cli([*argv, "--max-steps", "4"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert [p.name for p in list_checkpoints(tmp_path / "r")][-1] == "step-00000004"
+    assert sorted(train_losses(tmp_path / "r")) == [1, 2, 3, 4]
