@@ -82,7 +82,31 @@ def init_process_group(timeout_s: float) -> None:
     if torch.cuda.is_available():
         # NCCL collectives run on the current device: each rank must own its GPU before the first one.
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    deepspeed.init_distributed(timeout=timedelta(seconds=timeout_s), verbose=False)
+    timeout = timedelta(seconds=timeout_s)
+    store = _restart_store(timeout)
+    if store is not None:  # DeepSpeed's init then adopts the group
+        from deepspeed.accelerator import get_accelerator
+        dist.init_process_group(get_accelerator().communication_backend_name(), store=store, timeout=timeout,
+                                rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+    deepspeed.init_distributed(timeout=timeout, verbose=False)
+
+
+def _restart_store(timeout: timedelta):
+    """The rendezvous store for a torchrun worker: the agent's store under a key prefix of its
+    own restart count; None outside torchrun.
+
+    torchrun's static rendezvous (``--master-addr/--master-port``) hands every restart the same
+    agent store, where the killed attempt's gloo/NCCL addresses are still written: the restarted
+    ranks would dial the dead processes ("Connection refused") and fail every restart. A prefix
+    per attempt gives each attempt clean keys."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None:
+        return None
+    from torch.distributed import PrefixStore, TCPStore
+    hosts_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" and os.environ["RANK"] == "0"
+    store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"]),
+                     is_master=hosts_store, timeout=timeout, multi_tenant=True)
+    return PrefixStore(f"elmo-dist/attempt-{attempt}", store)
 
 
 # ----------------------------------------------------------------------------- collectives

@@ -91,10 +91,27 @@ def pretrain_args(run_dir: Path, train: Path, valid: Path, **flags) -> list[str]
     return args
 
 
-def torchrun(procs: Procs, name: str, nproc: int, args: list[str]) -> subprocess.Popen:
+def torchrun(procs: Procs, name: str, nproc: int, args: list[str], launcher: tuple = ()) -> subprocess.Popen:
+    """``torchrun`` (``launcher``: its own extra flags, e.g. --max-restarts) running pretrain."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
-           "127.0.0.1", "--master_port", str(free_port()), "-m", "elmo_dist", "pretrain", *args]
+           "127.0.0.1", "--master_port", str(free_port()), *launcher, "-m", "elmo_dist", "pretrain", *args]
     return procs.start(name, cmd, clean_env())
+
+
+def worker_pid(agent_pid: int, rank: int) -> Optional[int]:
+    """The pid of the worker with RANK=``rank`` among the children of a torchrun agent, if running."""
+    try:
+        children = Path(f"/proc/{agent_pid}/task/{agent_pid}/children").read_text().split()
+    except OSError:
+        return None
+    for pid in children:
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env:
+            return int(pid)
+    return None
 
 
 def bare_ranks(procs: Procs, name: str, world: int, args: list[str], **env) -> list[subprocess.Popen]:

@@ -29,7 +29,8 @@ from elmo_dist.train.distributed import build_optimizer
 from elmo_dist.train.metrics import read_metrics
 from elmo_dist.train.rundir import make_corpus
 
-from ._launch import REPO, Procs, bare_ranks, deepspeed_node, free_port, pretrain_args, torchrun, write_corpus
+from ._launch import (REPO, Procs, bare_ranks, deepspeed_node, free_port, pretrain_args, torchrun, worker_pid,
+                      write_corpus)
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -181,6 +182,35 @@ def test_killed_rank_ends_job_in_bound_and_resume_on_two_nodes_matches(reference
     assert_params_close(resumed["model"], reference["model"], rtol=1e-4, atol=1e-5)
     for name, st in reference["optimizer"]["state"].items():  # gathered from the ZeRO 2 partitions
         torch.testing.assert_close(resumed["optimizer"]["state"][name]["sum"], st["sum"], rtol=1e-4, atol=1e-5)
+
+
+def test_torchrun_max_restarts_finishes_a_killed_run_by_itself(reference_run, data, tmp_path):
+    """torchrun --max-restarts 2 with --resume auto: rank 1 is killed after the first checkpoint;
+    the agent restarts both ranks, they continue from the newest checkpoint, and the job ends
+    (exit 0) with the uninterrupted run's final loss and parameters. Nobody types --resume."""
+    run = tmp_path / "run"
+    procs = Procs(tmp_path / "logs")
+    try:
+        agent = torchrun(procs, "torchrun", 2, pretrain_args(run, *data, max_steps=STEPS, checkpoint_every=EVERY,
+                                                             resume="auto", comm_timeout=COMM_TIMEOUT_S),
+                         launcher=("--max-restarts", "2", "--monitor-interval", "0.5"))
+        first = run / "checkpoints" / f"step-{EVERY:08d}" / "meta.json"
+        deadline = time.monotonic() + LAUNCH_S
+        while not first.exists():
+            assert time.monotonic() < deadline and agent.poll() is None, procs.log("torchrun")[-3000:]
+            time.sleep(0.02)
+        victim = worker_pid(agent.pid, 1)
+        assert victim is not None, procs.log("torchrun")[-3000:]
+        os.kill(victim, signal.SIGKILL)
+        codes = procs.wait_all(LAUNCH_S)
+    finally:
+        procs.reap()
+    log = procs.log("torchrun")
+    assert codes == {"torchrun": 0}, log[-4000:]
+    assert f"resumed from {run / 'checkpoints'}" in log, log[-4000:]  # the restart continued the run
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+    assert losses(run)[STEPS] == pytest.approx(losses(reference_run)[STEPS], rel=1e-5)
+    assert_params_close(final_state(run)["model"], final_state(reference_run)["model"], rtol=1e-4, atol=1e-5)
 
 
 def test_hung_rank_ends_job_in_bound(data, tmp_path):
