@@ -62,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast)")
     g.add_argument("--seed", type=int, default=1234, help="random seed")
     g = p.add_argument_group("budget, evaluation, checkpoints, logging")
-    g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (default 100000, or 1000000 with --max-minutes)")
+    g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (default 100000; no step limit with --max-minutes or --epochs)")
     g.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time (a checkpoint is written)")
+    g.add_argument("--epochs", type=int, default=None,
+                   help="stop after this many passes over the training corpus (every token exactly that many times)")
     g.add_argument("--eval-every", type=int, default=500, help="held-out perplexity every N steps (0: only at the end)")
     g.add_argument("--eval-max-batches", type=int, default=None, help="cap periodic evaluations at N batches (the final one is full)")
     g.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (0: only at the end)")
@@ -98,7 +100,7 @@ def config_from_args(args: argparse.Namespace):
     lr = args.lr if args.lr is not None else (0.2 if args.optimizer == "adagrad" else 1e-3)
     optim = OptimConfig(optimizer=args.optimizer, lr=lr, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip)
     train = TrainConfig(batch_size=args.batch_size, num_steps=args.num_steps, grad_accum_steps=args.grad_accum,
-                        max_steps=_max_steps(args), max_minutes=args.max_minutes,
+                        max_steps=_max_steps(args), max_minutes=args.max_minutes, epochs=args.epochs,
                         precision=args.precision, seed=args.seed, log_every=args.log_every,
                         eval_every=args.eval_every, eval_max_batches=args.eval_max_batches,
                         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
@@ -109,7 +111,7 @@ def config_from_args(args: argparse.Namespace):
 def _max_steps(args) -> int:
     if args.max_steps is not None:
         return args.max_steps
-    return 1_000_000 if args.max_minutes is not None else 100_000
+    return 1_000_000_000 if args.max_minutes is not None or args.epochs is not None else 100_000
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -123,7 +125,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         check_output_dir(args.run_dir, "--run-dir", [("the corpus folder", Path(c)) for c in args.corpus + args.valid])
         resume = {"no": False, "yes": True, "auto": "auto"}[args.resume]
         if resume:
-            overrides = {k: v for k, v in (("max_steps", args.max_steps), ("max_minutes", args.max_minutes)) if v is not None}
+            overrides = {k: v for k, v in (("max_steps", args.max_steps), ("max_minutes", args.max_minutes),
+                                           ("epochs", args.epochs)) if v is not None}
             cfg = config_from_args(args) if resume == "auto" else None  # "auto" may have to start the run
             summary = pretrain(cfg, args.run_dir, resume=resume, progress=not args.no_progress, overrides=overrides,
                                vocab_file=args.vocab, deepspeed_config_file=args.deepspeed_config,

@@ -101,6 +101,8 @@ class WindowBatcher:
 
     ``loop=False`` (evaluation): an exhausted row yields padding (mask False, targets -1),
     and iteration stops once every row is exhausted, so every target is produced once.
+    ``max_passes=E`` (training by epochs): as ``loop=True``, but a row that has read its region
+    E times yields padding, and iteration stops once every row has: every target exactly E times.
 
     Iterating again continues where the last iteration stopped; :meth:`reset` starts over.
     :meth:`state_dict` / :meth:`load_state_dict` save and restore the position exactly.
@@ -117,6 +119,7 @@ class WindowBatcher:
         total_rows: int | None = None,
         loop: bool = True,
         char_cache: CharIdCache | None = None,
+        max_passes: int | None = None,
     ) -> None:
         for name, value in (("batch_size", batch_size), ("num_steps", num_steps)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -134,6 +137,9 @@ class WindowBatcher:
         self.row_start = row_start
         self.total_rows = total_rows
         self.loop = loop
+        if max_passes is not None and (not loop or max_passes < 1):
+            raise ValueError(f"max_passes needs loop=True and must be >= 1; got {max_passes!r} (loop={loop})")
+        self.max_passes = max_passes
         self.char_cache = char_cache if char_cache is not None else CharIdCache()
         self.regions = split_regions(corpus.total_bytes, total_rows)[row_start : row_start + batch_size]
         self.report = SkipReport()
@@ -166,6 +172,30 @@ class WindowBatcher:
         """Passes completed by every row of this batcher (training); 0 or 1 in evaluation."""
         return min(row.passes for row in self._rows)
 
+    @property
+    def finished(self) -> bool:
+        """Every row has read its region ``max_passes`` times (training) or once (evaluation)."""
+        return all(row.done and len(row.buffer) == row.head for row in self._rows)
+
+    def passes_done(self) -> float:
+        """Passes completed, as a fraction: the slowest row's passes plus the share of its region
+        read in its current pass (byte offsets; for progress bars)."""
+        def progress(row: _Row) -> float:
+            if row.done:
+                return float(row.passes)
+            span = max(row.end - row.start, 1)
+            return row.passes + min(max(row.offset - row.start, 0), span) / span
+        return min(progress(row) for row in self._rows)
+
+    def padding_batch(self) -> Batch:
+        """A window of padding only (mask False, every target -1): what a rank whose rows have
+        finished their passes trains on while another rank's rows still read, so that every
+        rank keeps taking part in the collectives of each step."""
+        B, T = self.batch_size, self.num_steps
+        none = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
+        return Batch(torch.zeros(B, T, MAX_WORD_LENGTH, dtype=torch.long), torch.zeros(B, T, dtype=torch.long),
+                     none, none.clone(), torch.zeros(B, T, dtype=torch.bool))
+
     def reset(self) -> None:
         """Start every row over at its region start, with a fresh report."""
         self.report = SkipReport()
@@ -193,7 +223,7 @@ class WindowBatcher:
             if row.from_start and not row.got_line and self.loop:
                 raise self._too_small(r)  # the files changed under us: never spin forever
             row.passes += 1
-            if not self.loop:
+            if not self.loop or (self.max_passes is not None and row.passes >= self.max_passes):
                 row.done = True
                 return False
             row.offset = row.start

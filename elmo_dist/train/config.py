@@ -75,6 +75,10 @@ class TrainConfig:
     """Stop after this many optimizer steps."""
     max_minutes: Optional[float] = None
     """Also stop after this much wall time (minutes); a checkpoint is written at the stop."""
+    epochs: Optional[int] = None
+    """Also stop after this many passes over the training corpus (bilm-tf's n_epochs): every
+    batch row reads its region exactly this many times, rows that finish first pad, and the
+    run stops when every row of every rank has finished; counted exactly across resumes."""
     precision: str = "fp32"
     """fp32, or bf16 (autocast compute, fp32 master weights and optimizer state)."""
     seed: int = 1234
@@ -101,6 +105,8 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0; got {getattr(self, name)}")
+        if self.epochs is not None and int(self.epochs) < 1:
+            raise ValueError(f"TrainConfig.epochs must be >= 1 or None; got {self.epochs}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"TrainConfig.max_minutes must be > 0 or None; got {self.max_minutes}")
         if self.precision not in PRECISIONS:

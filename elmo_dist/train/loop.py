@@ -286,10 +286,11 @@ def _train(cfg: RunConfig, vocab: Vocabulary, run_dir: Path, resume: bool, progr
         torch.manual_seed(_rank_seed(tc.seed, rank))
 
     train_corpus = make_corpus(cfg.data.train, cfg.data)
-    batcher = WindowBatcher(train_corpus, vocab, tc.batch_size, tc.num_steps,
-                            row_start=rank * tc.batch_size, total_rows=world_size * tc.batch_size)
+    batcher = WindowBatcher(train_corpus, vocab, tc.batch_size, tc.num_steps, row_start=rank * tc.batch_size,
+                            total_rows=world_size * tc.batch_size, max_passes=tc.epochs)
     valid_corpus = make_corpus(cfg.data.valid, cfg.data) if cfg.data.valid else None
     step, tokens_seen, state = 0, 0, None
+    targets = torch.zeros(2, dtype=torch.float64)  # this rank's trained targets: forward, backward
 
     if found is not None:
         path, saved, data_states, meta = found
@@ -312,6 +313,8 @@ def _train(cfg: RunConfig, vocab: Vocabulary, run_dir: Path, resume: bool, progr
                               f"state, so the data order differs from an uninterrupted run; resume on {saved_world} "
                               "ranks for an exact continuation", stacklevel=3)
         step, tokens_seen = int(saved["step"]), int(saved.get("tokens_seen", 0))
+        if saved_world == world_size and f"targets_rank{rank}" in saved:
+            targets = saved[f"targets_rank{rank}"].clone()
         position.step = position.last_checkpoint = step
         if is_main:
             _truncate_metrics(run_dir, step)
@@ -333,7 +336,8 @@ def _train(cfg: RunConfig, vocab: Vocabulary, run_dir: Path, resume: bool, progr
     def save(reason: str):
         watchdog.beat(f"writing the checkpoint at step {step}")
         optim_state = gather_optimizer_state(engine, bilm)  # collective under ZeRO
-        mine = {"data": batcher.state_dict(), "lstm": _state_to_dict(state), "rng_cpu": torch.get_rng_state()}
+        mine = {"data": batcher.state_dict(), "lstm": _state_to_dict(state), "rng_cpu": torch.get_rng_state(),
+                "targets": targets.clone()}
         if device.type == "cuda":
             mine["rng_cuda"] = torch.cuda.get_rng_state()
         ranks = gather_to_main(mine)
@@ -343,6 +347,7 @@ def _train(cfg: RunConfig, vocab: Vocabulary, run_dir: Path, resume: bool, progr
             for k, r in enumerate(ranks):
                 saved[f"lstm_state_rank{k}"] = r["lstm"]
                 saved[f"rng_cpu_rank{k}"] = r["rng_cpu"]
+                saved[f"targets_rank{k}"] = r["targets"]
                 if "rng_cuda" in r:
                     saved[f"rng_cuda_rank{k}"] = r["rng_cuda"]
             meta = {"reason": reason, "config": cfg.to_dict(), "world_size": world_size,
@@ -360,22 +365,26 @@ def _train(cfg: RunConfig, vocab: Vocabulary, run_dir: Path, resume: bool, progr
 
     start = time.time()
     window = {"nll_f": 0.0, "n_f": 0, "nll_b": 0.0, "n_b": 0, "tokens": 0, "t0": time.time()}
-    bar = tqdm(total=tc.max_steps, initial=step, desc="pretrain", unit="step", disable=not (progress and is_main))
+    budget = Budget(tc, step)
+    bar = tqdm(total=budget.total, initial=budget.done(step, batcher, 0.0), desc="pretrain", unit=budget.unit,
+               disable=not (progress and is_main), bar_format=budget.bar_format)
     stop_reason = "max_steps"
-    data_iter = iter(batcher)
     signals = StopSignals()
     try:
         while step < tc.max_steps:
             lr = _set_lr(optimizer, cfg, step)
             for micro in range(tc.grad_accum_steps):
                 watchdog.beat(f"training step {step + 1} (micro-batch {micro + 1} of {tc.grad_accum_steps})")
-                batch = next(data_iter).to(device)
+                batch = (batcher.next_batch() or batcher.padding_batch()).to(device)  # padding: --epochs done here
                 out, new_state = engine(batch.char_ids, batch.fwd_targets, batch.bwd_targets, state)
                 engine.backward(out.loss)
                 engine.step()
                 state = new_state.detach()
                 n_tok = int(batch.mask.sum())
-                tokens_seen += n_tok * world_size  # training rows are never padded: equal on every rank
+                targets += torch.tensor([float(out.fwd_count), float(out.bwd_count)], dtype=torch.float64)
+                # Rows pad only once --epochs is reached; until then every rank reads as many tokens.
+                tokens_seen += (int(all_reduce_sum(torch.tensor([n_tok], dtype=torch.float64), device).item())
+                                if tc.epochs else n_tok * world_size)
                 window["tokens"] += n_tok
                 window["nll_f"] += out.fwd_nll.item()
                 window["n_f"] += int(out.fwd_count)
@@ -385,7 +394,7 @@ def _train(cfg: RunConfig, vocab: Vocabulary, run_dir: Path, resume: bool, progr
             position.step = step
             if not math.isfinite(out.loss.item()):
                 raise LossDiverged(out.loss.item(), step, position.last_checkpoint, cfg.optim.lr)
-            bar.update(1)
+            bar.update(budget.done(step, batcher, time.time() - start) - bar.n)
             if step % tc.log_every == 0 or step == tc.max_steps:
                 sums = all_reduce_sum(torch.tensor([window[k] for k in ("nll_f", "n_f", "nll_b", "n_b", "tokens")],
                                                    dtype=torch.float64), device)
@@ -409,6 +418,9 @@ def _train(cfg: RunConfig, vocab: Vocabulary, run_dir: Path, resume: bool, progr
             if any_rank(out_of_time or signals.received is not None, device):
                 stop_reason = f"signal ({signals.received})" if signals.received else "max_minutes"
                 break
+            if tc.epochs and not any_rank(not batcher.finished, device):
+                stop_reason = "epochs"
+                break
     except KeyboardInterrupt:
         signals.restore()
         bar.close()
@@ -427,9 +439,11 @@ def _train(cfg: RunConfig, vocab: Vocabulary, run_dir: Path, resume: bool, progr
             _write_interrupted_summary(run_dir, signals.received, step, tokens_seen, start, world_size)
         raise RunInterrupted(signals.received, step, run_dir)
     reports = gather_to_main(batcher.report.as_dict())
+    trained = all_reduce_sum(targets, device).tolist()
     summary: dict[str, Any] = {"status": "finished", "step": step, "stop_reason": stop_reason,
                                "tokens_seen": tokens_seen, "train_minutes": (time.time() - start) / 60,
-                               "world_size": world_size}
+                               "world_size": world_size, "epochs": batcher.passes_done() if tc.epochs else None,
+                               "targets_trained": {"fwd": int(trained[0]), "bwd": int(trained[1])}}
     if is_main:
         merged = SkipReport()
         for r in reports:
@@ -446,6 +460,31 @@ def _train(cfg: RunConfig, vocab: Vocabulary, run_dir: Path, resume: bool, progr
         write_json(run_dir / "summary.json", summary)
     logger.close()
     return summary
+
+
+class Budget:
+    """What the progress bar counts: the budget that ends the run first, as the user set it.
+
+    ``--epochs``: passes over the corpus (fractional, from the rows' byte offsets);
+    ``--max-minutes`` without a step limit: minutes of training; otherwise optimizer steps.
+    The bar's total is then the real budget, so its ETA is honest."""
+
+    def __init__(self, tc, step: int):
+        self.tc = tc
+        if tc.epochs:
+            self.unit, self.total = "epoch", float(tc.epochs)
+        elif tc.max_minutes is not None and tc.max_steps >= 1_000_000:
+            self.unit, self.total = "min", float(tc.max_minutes)
+        else:
+            self.unit, self.total = "step", tc.max_steps
+        self.bar_format = None if self.unit == "step" else "{l_bar}{bar}| {n:.2f}/{total:.2f} {unit} [{elapsed}<{remaining}{postfix}]"
+
+    def done(self, step: int, batcher, elapsed_s: float) -> float:
+        if self.unit == "epoch":
+            return batcher.passes_done()
+        if self.unit == "min":
+            return min(elapsed_s / 60, self.total)
+        return step
 
 
 def _write_interrupted_summary(run_dir: Path, signal_name: str, step: int, tokens_seen: int, start: float,

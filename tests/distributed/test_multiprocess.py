@@ -213,6 +213,22 @@ def test_torchrun_max_restarts_finishes_a_killed_run_by_itself(reference_run, da
     assert_params_close(final_state(run)["model"], final_state(reference_run)["model"], rtol=1e-4, atol=1e-5)
 
 
+def test_epochs_on_two_ranks_train_every_target_exactly_twice(data, tmp_path):
+    run = tmp_path / "run"
+    procs = Procs(tmp_path / "logs")
+    try:
+        torchrun(procs, "torchrun", 2, pretrain_args(run, *data, epochs=2, checkpoint_every=0))
+        codes = procs.wait_all(LAUNCH_S)
+    finally:
+        procs.reap()
+    assert codes == {"torchrun": 0}, procs.log("torchrun")[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    lines = [line.split() for line in data[0].read_text().splitlines() if line.split()]
+    want = 2 * sum(len(words) + 1 for words in lines)  # per direction, counted from the text
+    assert summary["stop_reason"] == "epochs" and summary["world_size"] == 2
+    assert summary["targets_trained"] == {"fwd": want, "bwd": want}
+
+
 def test_hung_rank_ends_job_in_bound(data, tmp_path):
     """A rank that stops (SIGSTOP: alive, sockets open, silent) is the case only timeouts catch."""
     run = tmp_path / "run"

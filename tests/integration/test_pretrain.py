@@ -248,3 +248,20 @@ def test_resume_auto_starts_then_continues(tmp_path, corpus, capsys):
     assert "resumed from" in capsys.readouterr().out
     assert [p.name for p in list_checkpoints(tmp_path / "r")][-1] == "step-00000004"
     assert sorted(train_losses(tmp_path / "r")) == [1, 2, 3, 4]
+
+
+def corpus_targets(path):
+    """Targets of one pass, per direction, from the text itself: n + 1 per line of n words."""
+    return sum(len(line.split()) + 1 for line in path.read_text(encoding="utf-8").splitlines() if line.split())
+
+
+def test_epochs_train_every_target_exactly_twice_across_a_resume(tmp_path, corpus):
+    train, _ = corpus
+    run = tmp_path / "r"
+    first = pretrain(micro_run_config(*corpus, epochs=2, max_steps=40, checkpoint_every=20), run, progress=False)
+    assert first["stop_reason"] == "max_steps" and 0 < first["epochs"] < 2
+    summary = pretrain(None, run, resume=True, progress=False, overrides={"max_steps": 10**9})
+    want = 2 * corpus_targets(train)
+    assert summary["stop_reason"] == "epochs" and summary["epochs"] == 2.0
+    assert summary["targets_trained"] == {"fwd": want, "bwd": want}
+    assert summary["tokens_seen"] == want + 2 * len(train.read_text().splitlines())  # + one <S> or </S> per line

@@ -276,3 +276,53 @@ def test_reset_starts_over(small):
     assert len(again) == len(first)
     for a, b in zip(first, again):
         assert_same_batches(a, b, "after reset")
+
+
+def expected_pairs(kept, vocab, times=1):
+    """(input, target) multisets of ``times`` passes over the kept lines, built from the lines."""
+    want_fwd, want_bwd = Counter(), Counter()
+    for line in kept:
+        stream = [vocab.bos_id] + [vocab.id(w) for w in line] + [vocab.eos_id]
+        want_fwd.update(zip(stream[:-1], stream[1:]))
+        want_bwd.update(zip(stream[1:], stream[:-1]))
+    return Counter({k: v * times for k, v in want_fwd.items()}), Counter({k: v * times for k, v in want_bwd.items()})
+
+
+def epoch_batches(batcher, resume_after=None):
+    """Training batches until every row finished its passes (padding where next_batch is None);
+    ``resume_after=k``: after k batches the position goes through JSON into a fresh batcher."""
+    out, k = [], 0
+    while not batcher.finished:
+        out.append(batcher.next_batch() or batcher.padding_batch())
+        k += 1
+        if k == resume_after:
+            state = json.loads(json.dumps(batcher.state_dict()))
+            fresh = WindowBatcher(batcher.corpus, batcher.vocab, batcher.batch_size, batcher.num_steps,
+                                  row_start=batcher.row_start, total_rows=batcher.total_rows,
+                                  max_passes=batcher.max_passes)
+            fresh.load_state_dict(state)
+            batcher = fresh
+    return out
+
+
+@pytest.mark.parametrize("ranks,resume_after", [(1, None), (2, None), (2, 7), (3, 1)])
+def test_epochs_yield_every_target_exactly_that_many_times(tmp_path, ranks, resume_after):
+    corpus, kept, vocab = random_corpus(tmp_path, seed=3)
+    fwd, bwd = Counter(), Counter()
+    for rank in range(ranks):
+        batcher = WindowBatcher(corpus, vocab, 2, 5, row_start=2 * rank, total_rows=2 * ranks, max_passes=2)
+        f, b = pairs(epoch_batches(batcher, resume_after))
+        fwd += f
+        bwd += b
+    assert (fwd, bwd) == expected_pairs(kept, vocab, times=2)
+
+
+def test_padding_batch_and_passes_done(small):
+    batcher = WindowBatcher(small, VOCAB, 2, 3, max_passes=1)
+    pad = batcher.padding_batch()
+    assert not pad.mask.any() and pad.num_targets == (0, 0) and pad.char_ids.shape == (2, 3, 50)
+    seen = [batcher.passes_done()]
+    while not batcher.finished:
+        batcher.next_batch()
+        seen.append(batcher.passes_done())
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
