@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -68,11 +70,11 @@ def environment(dry_run: bool) -> dict:
     import torch
 
     def version(name):
+        # Read from the installed metadata, not by importing (importing DeepSpeed takes ~10 s).
         try:
-            module = __import__(name)
-        except Exception as err:  # noqa: BLE001 - an import can fail in many ways; record how
-            return f"missing ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-        return getattr(module, "__version__", "present")
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "present" if importlib.util.find_spec(name) is not None else "missing"
 
     commit_file = REPO / ".whl" / "COMMIT"
     return dict(
@@ -103,6 +105,7 @@ def run_part(key: str, out: Path, log, timeout_s: float, dry_run: bool, env: dic
     log.flush()
     t0 = time.time()
     # Its own process group, so that a timeout also ends what the part started (pretrain, pytest).
+    env = dict(env, GPU_CHECK_TIME_LEFT_S=str(int(timeout_s)))  # part e sizes its training by it
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         rc = proc.wait(timeout=timeout_s)
@@ -132,8 +135,6 @@ def _bench_status(result: dict) -> dict:
 
 def unavailable(key: str, env: dict, dry_run: bool):
     """Why part ``key`` cannot run here, or None."""
-    import importlib.util
-
     import torch
     if not dry_run and not torch.cuda.is_available():
         return "no CUDA device (torch.cuda.is_available() is False); --dry-run checks the script on CPU"

@@ -143,6 +143,13 @@ def train_step(dry_run: bool) -> dict:
                 graphs_note=None if device.type == "cuda" else "graphs are ignored off CUDA", presets=presets)
 
 
+def _pretrain_minutes() -> float:
+    """PRETRAIN_MINUTES, or less when the driver's time left (GPU_CHECK_TIME_LEFT_S) would not
+    hold it and the ~50 s of start-up, vocabulary and final evaluation."""
+    left = float(os.environ.get("GPU_CHECK_TIME_LEFT_S", "1e9"))
+    return max(0.25, min(PRETRAIN_MINUTES, (left - 50) / 60))
+
+
 def pretrain(dry_run: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
@@ -154,7 +161,7 @@ def pretrain(dry_run: bool) -> dict:
             cmd += ["--preset", "tiny", "--corpus", str(train), "--valid", str(valid), "--batch-size", "2",
                     "--num-steps", "5", "--max-steps", "2", "--log-every", "1"]
         else:
-            cmd += ["--preset", "small", "--batch-size", "128", "--max-minutes", str(PRETRAIN_MINUTES),
+            cmd += ["--preset", "small", "--batch-size", "128", "--max-minutes", f"{_pretrain_minutes():.2f}",
                     "--log-every", "20"]
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1" if dry_run else "8"))
         t0 = time.time()
