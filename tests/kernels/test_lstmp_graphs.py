@@ -14,10 +14,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import elmo_dist_kernels.lstmp_triton_graphs as graphs
-from tests.kernels.reference import lstmp_reference
-from tests.kernels.test_lstmp_triton import (
+from tests.kernels.test_lstmp_triton import (  # first: it sets up the interpreter off CUDA
     CELL_CLIP, DEVICE, ON_GPU, PROJ_CLIP, assert_matches, lt, make_inputs, run_both)
+
+import elmo_dist_kernels.lstmp_triton_graphs as graphs  # noqa: E402
+from tests.kernels.reference import lstmp_reference  # noqa: E402
 
 NAMES = ("xw", "w_rec", "w_proj", "h0", "c0")
 
@@ -172,4 +173,5 @@ def test_eager_fallback_warns_once_per_key(fake_cuda, monkeypatch):
     monkeypatch.setattr(graphs, "MAX_PER_KEY", 1)
     monkeypatch.setattr(graphs, "_WARNED", set())
     with pytest.warns(RuntimeWarning, match="all 1 instances of this shape are in use"):
-        pending = [_forward(t, m, True) for t, m in batches[:2]]
+        pending = [_forward(t, m, True) for t, m in batches[:2]]  # both in flight
+    assert len(pending) == 2 and sum(len(p) for p in graphs._POOL.values()) == 1

@@ -16,8 +16,6 @@ ON_GPU = torch.cuda.is_available()
 if not ON_GPU:
     os.environ["TRITON_INTERPRET"] = "1"
 
-import triton  # noqa: E402
-
 import elmo_dist_kernels.lstmp_triton as lt  # noqa: E402
 from tests.kernels.reference import lstmp_reference  # noqa: E402
 
@@ -27,7 +25,6 @@ if not ON_GPU and not lt.INTERPRETED:
     for _name in ("lstmp_triton_kernels", "lstmp_triton_launch", "lstmp_triton_graphs", "lstmp_triton"):
         importlib.reload(importlib.import_module(f"elmo_dist_kernels.{_name}"))
 
-import elmo_dist_kernels.lstmp_triton_graphs as graphs  # noqa: E402
 import elmo_dist_kernels.lstmp_triton_launch as launch  # noqa: E402
 
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
