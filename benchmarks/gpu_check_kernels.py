@@ -107,12 +107,22 @@ def _run(fn, tensors, mask, grads, **kwargs):
     return dict(zip(("out", "h_T", "c_T"), (o.detach() for o in outs)), **{f"d_{n}": t.grad for n, t in zip(NAMES, ins)})
 
 
-def _poison_free_memory(device) -> None:
-    """Fills the allocator's free blocks with NaN, so an output the kernel fails to write shows."""
+def _poison_free_memory(device, nbytes: int) -> None:
+    """Hands the allocator one NaN-filled block of ``nbytes`` (the first run's peak) to carve the
+    next run's buffers from, so that an output the kernel fails to write shows as NaN."""
     if device.type == "cuda":
-        free = torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
-        if free > 0:
-            torch.full((free // 4,), float("nan"), device=device)
+        torch.cuda.empty_cache()
+        torch.full((nbytes // 4 + 1,), float("nan"), device=device)
+
+
+def _peak_bytes_of(fn, device):
+    """fn()'s result and the most memory it held above what was allocated before."""
+    if device.type != "cuda":
+        return fn(), 0
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    result = fn()
+    return result, torch.cuda.max_memory_allocated() - before
 
 
 def _bitwise(a: dict, b: dict) -> list:
@@ -126,8 +136,9 @@ def one_case(lt, reference, size, dims, dtype_name, device, graphs: bool) -> dic
     B, T, H, P = dims
     tensors, mask, grads = _inputs(B, T, H, P, dtype, device, seed=zlib.crc32(f"{size}-{dtype_name}".encode()))
     t0 = time.time()
-    first = _run(lt.lstmp_sequence, tensors, mask, grads, use_cuda_graphs=False)
-    _poison_free_memory(device)
+    first, peak = _peak_bytes_of(lambda: _run(lt.lstmp_sequence, tensors, mask, grads, use_cuda_graphs=False),
+                                 device)
+    _poison_free_memory(device, peak)
     second = _run(lt.lstmp_sequence, tensors, mask, grads, use_cuda_graphs=False)
     seconds = time.time() - t0
     ref = _run(reference, {k: v.double() for k, v in tensors.items()}, mask, [g.double() for g in grads])
