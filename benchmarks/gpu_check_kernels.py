@@ -54,7 +54,7 @@ def kernel_tests(out: Path, dry_run: bool) -> dict:
         rc = subprocess.run(cmd, cwd=REPO).returncode
         cases = _junit_cases(junit) if junit.exists() else []
     counts = {k: sum(c["outcome"] == k for c in cases) for k in ("passed", "failed", "error", "skipped")}
-    gpu_only = [c["id"] for c in cases if "cuda_graphs_match_eager" in c["id"]]
+    gpu_only = [c["id"] for c in cases if "cuda_graphs_match_eager" in c["id"] or "on_cuda" in c["id"]]
     ran_gpu_only = all(c["outcome"] == "passed" for c in cases if c["id"] in gpu_only) and bool(gpu_only)
     ok = rc == 0 and counts["passed"] > 0 and (dry_run or ran_gpu_only)
     reason = None if ok else (f"pytest exit status {rc}; {counts['failed']} failed, {counts['error']} errors"

@@ -175,3 +175,22 @@ def test_eager_fallback_warns_once_per_key(fake_cuda, monkeypatch):
     with pytest.warns(RuntimeWarning, match="all 1 instances of this shape are in use"):
         pending = [_forward(t, m, True) for t, m in batches[:2]]  # both in flight
     assert len(pending) == 2 and sum(len(p) for p in graphs._POOL.values()) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ON_GPU, reason="real CUDA graphs and events need a CUDA device")
+def test_pool_bound_and_eviction_on_cuda(monkeypatch):
+    """The same sequence as the CPU eviction test with real graphs and events: graph results
+    stay bit-identical to eager across evictions, and the pool stays under its limit."""
+    B, H, P = 6, 40, 24
+    limit = _bytes(B, 4, H, P) + _bytes(B, 5, H, P) + _bytes(B, 6, H, P) // 2
+    monkeypatch.setenv(graphs.POOL_ENV, str(limit / 2 ** 20))
+    lt.release_cuda_graphs()
+    for i, T in enumerate((4, 5, 4, 6, 5)):
+        tensors, mask = make_inputs(B, T, H, P, torch.float32, True, seed=40 + i)
+        eager = _backward(*_forward(tensors, mask, False), seed=i)
+        graphed = _backward(*_forward(tensors, mask, True), seed=i)
+        assert all(torch.equal(a, b) for a, b in zip(eager, graphed)), f"T={T}: graph replay differs from eager"
+        assert graphs.pool_bytes() <= limit
+    assert sorted(key[2] for key in graphs._POOL) == [5, 6]
+    lt.release_cuda_graphs()
