@@ -2,7 +2,7 @@
 
 Eagerly, a layer costs 2-3 kernel launches per step forward and as many backward, each paying
 the Python and driver launch cost (several microseconds), against a per-step floor of about
-6 us at the original size. Captured once, the loop replays as one graph launch.
+4.4 us at the original size in bf16 on an H200 (the weight reads at 4.8 TB/s). Captured once, the loop replays as one graph launch.
 
 A graph bakes in the addresses it reads and writes, so each ``GraphedLSTMP`` owns static
 copies of its inputs and the buffers its backward needs. The price is copying in xw (B x T x 4H,
@@ -16,12 +16,12 @@ copying out of the instance's buffers; so each use records a CUDA event after it
 operation, and the next user's stream waits on it before writing the static inputs (and an
 evicted instance is synchronized before its buffers are freed).
 
-Each instance holds the buffers of one eager forward and backward (~440 MB at the original
-size in bf16), so the pool is bounded: at most ``pool_limit_bytes`` in all (a quarter of the
-device's memory, or ELMO_DIST_LSTMP_GRAPH_POOL_MB). A new instance first evicts free ones,
-least recently used first; when it still does not fit, or its key has MAX_PER_KEY leased, the
-layer runs eagerly (same results, more launches) and a warning says so, once per key.
-``release_cuda_graphs()`` drops them all.
+Each instance holds the buffers of one eager forward and backward (``graph_bytes``: 419 MiB at
+the original size with B=128, T=20 in bf16, 627 MiB in fp32), so the pool is bounded: at most
+``pool_limit_bytes`` in all (a quarter of the device's memory, or ELMO_DIST_LSTMP_GRAPH_POOL_MB).
+A new instance first evicts free ones, least recently used first; when it still does not fit,
+or its key has MAX_PER_KEY leased, the layer runs eagerly (same results, more launches) and a
+warning says so, once per key. ``release_cuda_graphs()`` drops them all.
 """
 from __future__ import annotations
 
