@@ -60,7 +60,7 @@ def parse_args(argv):
                    help="memory bandwidth in TB/s for the weight-read floor (default: by device name, "
                         f"{HBM_TBPS}; 3.35 for others)")
     p.add_argument("--dry-run", action="store_true",
-                   help="CPU under TRITON_INTERPRET=1, the tiny size, 1 warm-up and 2 runs: checks the script")
+                   help="CPU under TRITON_INTERPRET=1, the tiny size, one run per variant: checks the script")
     p.add_argument("--out", type=Path, default=None,
                    help="JSON results path (default benchmarks/results/gpu/lstmp_<device>.json)")
     return p.parse_args(argv)
@@ -292,7 +292,7 @@ def main(argv=None) -> int:
             print("--dry-run runs the kernels under the Triton interpreter: set TRITON_INTERPRET=1.", file=sys.stderr)
             return 2
         device = torch.device("cpu")
-        args.sizes, args.warmup, args.iters = ["tiny"], 1, 2
+        args.sizes, args.warmup, args.iters = ["tiny"], 0, 1
     else:
         if not torch.cuda.is_available():
             print("bench_lstmp_gpu.py needs a CUDA GPU and torch sees none; nothing was measured "
