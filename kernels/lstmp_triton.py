@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .lstmp_triton_graphs import GraphedLSTMP, acquire_graphed, release_cuda_graphs
+from .lstmp_triton_graphs import GraphedLSTMP, acquire_graphed, graph_bytes, pool_limit_bytes, release_cuda_graphs
 from .lstmp_triton_launch import (
     INTERPRETED,
     ForwardBuffers,
@@ -63,6 +63,8 @@ def _check(xw, w_rec, w_proj, h0, c0, mask) -> None:
             raise ValueError(f"{name} must be {expected[name]} for xw {tuple(xw.shape)}; got {tuple(tensor.shape)}")
         if tensor.device != xw.device:
             raise ValueError(f"{name} is on {tensor.device} but xw is on {xw.device}; move both to one device")
+    if B * T >= 2 ** 31:  # the mask's offsets are int32 in the kernels
+        raise ValueError(f"xw {tuple(xw.shape)}: B * T = {B * T} must be below 2^31; split the batch")
     if xw.dtype not in _DTYPES:
         raise ValueError(f"xw dtype must be float32 or bfloat16; got {xw.dtype}")
     if mask is not None and (tuple(mask.shape) != (B, T) or mask.dtype != torch.bool or mask.device != xw.device):
@@ -112,8 +114,10 @@ class LSTMPTritonFunction(torch.autograd.Function):
         runner = lease = None
         if use_cuda_graphs:
             key = (xw.device, B, T, H, P, xw.dtype, mask is not None, cell_clip, proj_clip, reverse)
+            nbytes = graph_bytes(B, T, H, P, xw.dtype, mask is not None, cfg.tiles)
             runner, lease = acquire_graphed(
-                key, lambda: GraphedLSTMP(B, T, H, P, xw.dtype, xw.device, mask is not None, cfg))
+                key, nbytes, pool_limit_bytes(xw.device),
+                lambda: GraphedLSTMP(B, T, H, P, xw.dtype, xw.device, mask is not None, cfg))
         if runner is not None:
             out, h_t, c_t = runner.forward(xw, w_rec, w_proj, h0, c0, keep)
             ctx.save_for_backward()

@@ -16,6 +16,11 @@ dz @ w_rec^T: N = P, K = 4H) would fill only cdiv(B, BLOCK_B) * cdiv(P, BLOCK_P)
 at the original size, so they split K over more programs and a small reduce kernel sums the
 fp32 partials and applies the epilogue (a third launch per step, only when SPLIT_K > 1).
 
+Offsets into the (B, T, N) tensors (xw, out, dout, dz) are int64: B*T*4H passes 2^31 at long
+sequences. Every other offset stays int32: it indexes one step's (B, 4H) slice, a weight or the
+split-K partials, each bounded below 2^31 elements by the input check in lstmp_triton.py.
+Clips keep NaN (``_clip``), so a diverged state shows as NaN on a GPU as it does in torch.
+
 There is no ``tl.tanh`` under the Triton interpreter, so tanh is ``2 * sigmoid(2x) - 1``.
 Under the interpreter (triton 3.9) ``tl.dot`` on bf16 multiplies the raw uint16 bit patterns, so
 the launchers pass ``DOT_DTYPE=fp32`` there; operands are rounded to bf16 before the upcast, so
@@ -36,6 +41,21 @@ def _sigmoid(x):
 @triton.jit
 def _tanh(x):
     return 2.0 * _sigmoid(2.0 * x) - 1.0
+
+
+@triton.jit
+def _clip(x, clip):
+    """x clipped to [-clip, clip], NaN kept: plain tl.minimum / tl.maximum return the other
+    operand for a NaN on a GPU (PTX min/max), which would turn a diverged state into +-clip."""
+    x = tl.maximum(x, -clip, propagate_nan=tl.PropagateNan.ALL)
+    return tl.minimum(x, clip, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _seq_rows(rows, stride_b, t, stride_t):
+    """Offsets (int64) of rows' time-t slices in a (B, T, N) tensor (xw, out, dout, dz): B*T*N
+    passes 2^31 (T > 1024 at B = 128, H = 4096), where int32 offsets would wrap."""
+    return rows.to(tl.int64) * stride_b + t * stride_t
 
 
 @triton.jit
@@ -91,7 +111,7 @@ def _lstmp_fwd_cell_kernel(
         acc_o = _dot(h, tl.load(w_ptrs + 2 * H, mask=w_ok, other=0.0), acc_o, DOT_DTYPE, DOT_PRECISION)
         acc_j = _dot(h, tl.load(w_ptrs + 3 * H, mask=w_ok, other=0.0), acc_j, DOT_DTYPE, DOT_PRECISION)
 
-    xw_ptrs = xw_ptr + rows[:, None] * stride_xw_b + t * stride_xw_t + cols[None, :]
+    xw_ptrs = xw_ptr + _seq_rows(rows, stride_xw_b, t, stride_xw_t)[:, None] + cols[None, :]
     i = _sigmoid(acc_i + tl.load(xw_ptrs, mask=tile_ok, other=0.0).to(tl.float32))
     f = _sigmoid(acc_f + tl.load(xw_ptrs + H, mask=tile_ok, other=0.0).to(tl.float32))
     o = _sigmoid(acc_o + tl.load(xw_ptrs + 2 * H, mask=tile_ok, other=0.0).to(tl.float32))
@@ -101,7 +121,7 @@ def _lstmp_fwd_cell_kernel(
     c_prev = tl.load(c_prev_ptr + state_offs, mask=tile_ok, other=0.0)
     c = f * c_prev + i * j
     if HAS_CELL_CLIP:
-        c = tl.minimum(tl.maximum(c, -cell_clip), cell_clip)
+        c = _clip(c, cell_clip)
     if HAS_MASK:
         keep = tl.load(keep_ptr + rows * stride_keep_b + t * stride_keep_t, mask=row_ok, other=0)
         c = tl.where(keep[:, None] != 0, c, c_prev)
@@ -125,7 +145,7 @@ def _proj_epilogue(r, rows, cols, h_prev_ptr, keep_ptr, h_ptr, out_ptr, B, P, t,
     row_ok = rows < B
     tile_ok = row_ok[:, None] & (cols < P)[None, :]
     if HAS_PROJ_CLIP:
-        r = tl.minimum(tl.maximum(r, -proj_clip), proj_clip)
+        r = _clip(r, proj_clip)
     state_offs = rows[:, None] * P + cols[None, :]
     h = r
     out = r
@@ -135,7 +155,7 @@ def _proj_epilogue(r, rows, cols, h_prev_ptr, keep_ptr, h_ptr, out_ptr, B, P, t,
         h = tl.where(keep, r, tl.load(h_prev_ptr + state_offs, mask=tile_ok, other=0.0))
         out = tl.where(keep, r, 0.0)
     tl.store(h_ptr + state_offs, h, mask=tile_ok)
-    out_ptrs = out_ptr + rows[:, None] * stride_out_b + t * stride_out_t + cols[None, :]
+    out_ptrs = out_ptr + _seq_rows(rows, stride_out_b, t, stride_out_t)[:, None] + cols[None, :]
     tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=tile_ok)
 
 
@@ -230,6 +250,9 @@ def _lstmp_bwd_cell_kernel(
     pid_b = tl.program_id(0)
     pid_h = tl.program_id(1)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    # (BLOCK_B,) pointers to row b's dz[:, t], made before the K loop: made after it, beside the
+    # int64 dout offsets inside it, ptxas 13.4 spilled 4 bytes in fp32 at the original size.
+    dz_row = dz_ptr + _seq_rows(rows, stride_dz_b, t, stride_dz_t)
     cols = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
     row_ok = rows < B
     col_ok = cols < H
@@ -246,7 +269,7 @@ def _lstmp_bwd_cell_kernel(
         chunk_ok = row_ok[:, None] & k_ok[None, :]
         offs = rows[:, None] * P + ks[None, :]
         g = tl.load(dh_ptr + offs, mask=chunk_ok, other=0.0)
-        g += tl.load(dout_ptr + rows[:, None] * stride_dout_b + t * stride_dout_t + ks[None, :],
+        g += tl.load(dout_ptr + _seq_rows(rows, stride_dout_b, t, stride_dout_t)[:, None] + ks[None, :],
                      mask=chunk_ok, other=0.0).to(tl.float32)
         if HAS_PROJ_CLIP:
             h = tl.load(h_ptr + offs, mask=chunk_ok, other=0.0)
@@ -281,7 +304,7 @@ def _lstmp_bwd_cell_kernel(
     tl.store(dc_ptr + state_offs, tl.where(kept, dc * f, dc_next), mask=tile_ok)
 
     out_ty = dz_ptr.dtype.element_ty
-    dz_ptrs = dz_ptr + rows[:, None] * stride_dz_b + t * stride_dz_t + cols[None, :]
+    dz_ptrs = dz_row[:, None] + cols[None, :]
     tl.store(dz_ptrs, dz_i.to(out_ty), mask=tile_ok)
     tl.store(dz_ptrs + H, dz_f.to(out_ty), mask=tile_ok)
     tl.store(dz_ptrs + 2 * H, dz_o.to(out_ty), mask=tile_ok)
@@ -315,11 +338,12 @@ def _lstmp_bwd_rec_kernel(
     four_h = 4 * H
 
     acc = tl.full((BLOCK_B, BLOCK_P), 0.0, tl.float32)
+    dz_rows = _seq_rows(rows, stride_dz_b, t, stride_dz_t)
     k_start = pid_s * k_chunk
     for k0 in range(k_start, tl.minimum(k_start + k_chunk, four_h), BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < four_h
-        dz = tl.load(dz_ptr + rows[:, None] * stride_dz_b + t * stride_dz_t + ks[None, :],
+        dz = tl.load(dz_ptr + dz_rows[:, None] + ks[None, :],
                      mask=row_ok[:, None] & k_ok[None, :], other=0.0)
         w_t = tl.load(w_rec_ptr + cols[None, :] * four_h + ks[:, None], mask=k_ok[:, None] & col_ok[None, :],
                       other=0.0)  # (BLOCK_K, BLOCK_P) tile of w_rec^T

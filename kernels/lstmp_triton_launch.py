@@ -30,19 +30,25 @@ _TL_DTYPE = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16}
 
 
 class Tiles(NamedTuple):
-    """Block sizes shared by the kernels (powers of two, >= 16 for tl.dot) and the split-K of
-    the two long reductions: ``*_split`` programs each take ``*_chunk`` (a multiple of block_k)
-    of K = H in the forward projection, of K = 4H in backward's dz @ w_rec^T."""
+    """Block sizes shared by the kernels (powers of two, >= 16 for tl.dot), warps, and the
+    split-K of the two long reductions: ``*_split`` programs each take ``*_chunk`` (a multiple
+    of block_k) of K = H in the forward projection, of K = 4H in backward's dz @ w_rec^T. The
+    reduce kernels that sum the split-K partials are elementwise and get their own, smaller
+    tiles (``reduce_b`` x ``reduce_p``), so that they too spread over the SMs."""
 
     block_b: int
     block_h: int  # cell tile over H (fwd cell, bwd cell)
     block_p: int  # output tile over P (fwd proj, bwd rec)
     block_k: int  # reduction chunk
-    num_warps: int
+    cell_warps: int  # fwd cell, bwd cell
+    out_warps: int  # fwd proj, bwd rec
     fwd_split: int = 1
     fwd_chunk: int = 1 << 30
     bwd_split: int = 1
     bwd_chunk: int = 1 << 30
+    reduce_b: int = 16
+    reduce_p: int = 16
+    reduce_warps: int = 1
 
 
 def split_k(K: int, parts: int, block_k: int, min_chunk: int = 0) -> Tuple[int, int]:
@@ -82,9 +88,24 @@ class BackwardBuffers(NamedTuple):
     dh_raw: Tensor  # (T, B, P) weight dtype, gradient w.r.t. m @ w_proj before the clip
 
 
+INT32_LIMIT = 2 ** 31
+
+
+def check_int32_offsets(B: int, H: int, P: int, tiles: Tiles) -> None:
+    """The kernels index one step's (B, 4H) slices, the weights and the split-K partials with
+    int32 offsets (only the (B, T, N) tensors get int64 ones): refuse sizes that would wrap."""
+    sizes = {"B * 4H (one step of the gates)": B * 4 * H, "P * 4H (w_rec)": P * 4 * H,
+             "splits * B * P (split-K partials)": max(tiles.fwd_split, tiles.bwd_split) * B * P}
+    for what, n in sizes.items():
+        if n >= INT32_LIMIT:
+            raise ValueError(f"B={B}, H={H}, P={P}: {what} = {n} elements, over the kernels' int32 "
+                             f"offsets (2^31); split the batch, or use the torch implementation")
+
+
 def step_config(B: int, H: int, P: int, dtype: torch.dtype, device: torch.device,
                 cell_clip, proj_clip, reverse: bool) -> StepConfig:
     tiles = _choose_tiles(B, H, P, device)
+    check_int32_offsets(B, H, P, tiles)
     # Interpreter: bf16 dot is wrong there (see lstmp_triton_kernels.py), fp32 operands are exact.
     dot_dtype = tl.float32 if INTERPRETED else _TL_DTYPE[dtype]
     # fp32 inputs: IEEE products, not TF32, so fp32 results match an fp32 reference.
@@ -99,15 +120,12 @@ def _pow2(n: int) -> int:
 def _choose_tiles(B: int, H: int, P: int, device: torch.device) -> Tiles:
     if INTERPRETED:
         # The interpreter's cost grows with programs and loop trips: one program, whole tiles.
-        return Tiles(_pow2(B), _pow2(H), _pow2(P), min(_pow2(4 * H), 256), 4)
+        return Tiles(_pow2(B), _pow2(H), _pow2(P), min(_pow2(4 * H), 256), 4, 4)
     # Not yet timed on a GPU (none was available when this was written; tune with
-    # benchmarks/bench_lstmp_gpu.py). Aim: at least one program per SM, so that the per-step
-    # weight reads (the floor) spread over the whole chip; the narrow matmuls (N = P) get their
-    # parallelism from split-K. Registers, from ptxas for sm_90 (compiled offline): with
-    # BLOCK_K=32 and 8 warps no kernel spills in fp32 or bf16 at 64x32 cell tiles and 64x64
-    # projection tiles (at most 158 registers); with 4 warps or BLOCK_K=64 the cell kernels hit
-    # 255 registers and spill (the fp32 backward cell kernel: 608 bytes of stack at 64x32x64,
-    # 4 warps). The cell tile holds four fp32 accumulators, so it is capped at 2048 elements.
+    # benchmarks/bench_lstmp_gpu.py or benchmarks/gpu_check.sh). Aim: at least one program per
+    # SM, so that the per-step weight reads (the floor) spread over the whole chip; the narrow
+    # matmuls (N = P) get their parallelism from split-K. Registers: see _dot_warps. The cell
+    # tile holds four fp32 accumulators, so it is capped at 2048 elements.
     n_sm = torch.cuda.get_device_properties(device).multi_processor_count
     block_b = min(64, _pow2(B))
     n_b = triton.cdiv(B, block_b)
@@ -118,13 +136,42 @@ def _choose_tiles(B: int, H: int, P: int, device: torch.device) -> Tiles:
                 return block
         return 16
 
+    block_h = widest_h()
     block_k = 32
     block_p = min(64, _pow2(P))  # wide rows of w_proj / w_rec^T per load; split-K adds programs
     n_out = n_b * triton.cdiv(P, block_p)  # output tiles of the two narrow matmuls
     # Chunks of at least 4 * BLOCK_K: shorter ones write more fp32 partials than they read weights.
     fwd_split, fwd_chunk = split_k(H, triton.cdiv(n_sm, n_out), block_k, 4 * block_k)
     bwd_split, bwd_chunk = split_k(4 * H, triton.cdiv(n_sm, n_out), block_k, 4 * block_k)
-    return Tiles(block_b, widest_h(), block_p, block_k, 8, fwd_split, fwd_chunk, bwd_split, bwd_chunk)
+    return Tiles(block_b, block_h, block_p, block_k, _dot_warps(4 * block_b * block_h),
+                 _dot_warps(block_b * block_p), fwd_split, fwd_chunk, bwd_split, bwd_chunk,
+                 *_reduce_tiles(B, P, n_sm))
+
+
+def _dot_warps(accumulator_elems: int) -> int:
+    """Warps of a tl.dot kernel from its fp32 accumulator elements per program. ptxas for
+    sm_90 (offline, with the alignment hints the launches get; tests/kernels/test_lstmp_compile.py
+    checks that nothing spills), bf16 at the original size: the 64 x 32 cell kernels take about
+    100 registers with 8 warps and 174-185 with 4, so the large tiles get 8. A 16-row tile
+    (B <= 16) has a quarter of the elements: 8 warps would leave threads with one or two each,
+    and 4 (one warpgroup) suffice."""
+    return 8 if accumulator_elems >= 4096 else 4
+
+
+def _reduce_tiles(B: int, P: int, n_sm: int) -> Tuple[int, int, int]:
+    """(rows, cols, warps) of the split-K reduce kernels: from 64 x 64, halve the longer side
+    until there is a program per SM or the tile is down to 128 elements (8 x 16). With the
+    matmul's own tiles these elementwise kernels got 16 programs at the original size (B=128,
+    P=512) and 4 at the small one; now 256 and 128, on 132 SMs."""
+    rb, rp = min(64, _pow2(B)), min(64, _pow2(P))
+    while triton.cdiv(B, rb) * triton.cdiv(P, rp) < n_sm and rb * rp > 128:
+        if rp >= rb and rp > 16:
+            rp //= 2
+        elif rb > 8:
+            rb //= 2
+        else:
+            break
+    return rb, rp, max(1, min(4, rb * rp // 512))
 
 
 def alloc_forward(B: int, T: int, H: int, P: int, dtype: torch.dtype, device) -> ForwardBuffers:
@@ -165,18 +212,23 @@ def kernel_meta(cfg: StepConfig, has_mask: bool) -> Dict[str, dict]:
     mask_clip = dict(HAS_MASK=has_mask, HAS_CELL_CLIP=cfg.cell_clip is not None,
                      HAS_PROJ_CLIP=cfg.proj_clip is not None)
     dots = dict(DOT_DTYPE=cfg.dot_dtype, DOT_PRECISION=cfg.dot_precision, BLOCK_K=tiles.block_k)
-    cell = dict(BLOCK_B=tiles.block_b, BLOCK_H=tiles.block_h, num_warps=tiles.num_warps)
-    out = dict(BLOCK_B=tiles.block_b, BLOCK_P=tiles.block_p, num_warps=tiles.num_warps)
-    fwd_proj = dict(HAS_MASK=has_mask, HAS_PROJ_CLIP=mask_clip["HAS_PROJ_CLIP"], SPLIT_K=tiles.fwd_split, **out)
-    bwd_rec = dict(HAS_MASK=has_mask, SPLIT_K=tiles.bwd_split, **out)
+    cell = dict(BLOCK_B=tiles.block_b, BLOCK_H=tiles.block_h, num_warps=tiles.cell_warps)
+    out = dict(BLOCK_B=tiles.block_b, BLOCK_P=tiles.block_p, num_warps=tiles.out_warps)
+    red = dict(BLOCK_B=tiles.reduce_b, BLOCK_P=tiles.reduce_p, num_warps=tiles.reduce_warps)
+    fwd_proj = dict(HAS_MASK=has_mask, HAS_PROJ_CLIP=mask_clip["HAS_PROJ_CLIP"], SPLIT_K=tiles.fwd_split)
+    bwd_rec = dict(HAS_MASK=has_mask, SPLIT_K=tiles.bwd_split)
     return {
         "_lstmp_fwd_cell_kernel": dict(HAS_MASK=has_mask, HAS_CELL_CLIP=mask_clip["HAS_CELL_CLIP"], **cell, **dots),
-        "_lstmp_fwd_proj_kernel": dict(fwd_proj, **dots),
-        "_lstmp_fwd_proj_reduce_kernel": fwd_proj,
+        "_lstmp_fwd_proj_kernel": dict(fwd_proj, **out, **dots),
+        "_lstmp_fwd_proj_reduce_kernel": dict(fwd_proj, **red),
         "_lstmp_bwd_cell_kernel": dict(mask_clip, **cell, **dots),
-        "_lstmp_bwd_rec_kernel": dict(bwd_rec, **dots),
-        "_lstmp_bwd_rec_reduce_kernel": bwd_rec,
+        "_lstmp_bwd_rec_kernel": dict(bwd_rec, **out, **dots),
+        "_lstmp_bwd_rec_reduce_kernel": dict(bwd_rec, **red),
     }
+
+
+def reduce_grid(tiles: Tiles, B: int, P: int) -> Tuple[int, int]:
+    return triton.cdiv(B, tiles.reduce_b), triton.cdiv(P, tiles.reduce_p)
 
 
 def _clip_arg(clip: Optional[float]) -> float:
@@ -206,7 +258,7 @@ def forward_steps(xw: Tensor, w_rec: Tensor, w_proj: Tensor, keep: Optional[Tens
             buf.ms[s], w_proj, *epilogue_args, scratch, B, H, P, t, tiles.fwd_chunk, *strides,
             **meta["_lstmp_fwd_proj_kernel"])
         if tiles.fwd_split > 1:
-            _lstmp_fwd_proj_reduce_kernel[out_tiles](
+            _lstmp_fwd_proj_reduce_kernel[reduce_grid(tiles, B, P)](
                 scratch, *epilogue_args, B, P, t, *strides, **meta["_lstmp_fwd_proj_reduce_kernel"])
 
 
@@ -235,7 +287,7 @@ def backward_steps(grad_out: Tensor, w_rec: Tensor, w_proj: Tensor, keep: Option
             B, H, P, t, tiles.bwd_chunk, dxw.stride(0), dxw.stride(1), keep_sb, keep_st,
             **meta["_lstmp_bwd_rec_kernel"])
         if tiles.bwd_split > 1:
-            _lstmp_bwd_rec_reduce_kernel[out_tiles](
+            _lstmp_bwd_rec_reduce_kernel[reduce_grid(tiles, B, P)](
                 scratch, keep_ptr, bwd.dh, B, P, t, keep_sb, keep_st, **meta["_lstmp_bwd_rec_reduce_kernel"])
 
 

@@ -7,13 +7,7 @@ the GPU, and the CUDA-graph test runs too. Sizes are small: the interpreter is s
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import inspect
 import os
-import re
-import subprocess
-import tempfile
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,10 +15,6 @@ import torch
 ON_GPU = torch.cuda.is_available()
 if not ON_GPU:
     os.environ["TRITON_INTERPRET"] = "1"
-
-import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
 
 import elmo_dist_kernels.lstmp_triton as lt  # noqa: E402
 from tests.kernels.reference import lstmp_reference  # noqa: E402
@@ -35,7 +25,6 @@ if not ON_GPU and not lt.INTERPRETED:
     for _name in ("lstmp_triton_kernels", "lstmp_triton_launch", "lstmp_triton_graphs", "lstmp_triton"):
         importlib.reload(importlib.import_module(f"elmo_dist_kernels.{_name}"))
 
-import elmo_dist_kernels.lstmp_triton_graphs as graphs  # noqa: E402
 import elmo_dist_kernels.lstmp_triton_launch as launch  # noqa: E402
 
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
@@ -131,10 +120,11 @@ def test_matches_reference(shape, with_mask, reverse, clip, dtype):
 def test_many_tiles(monkeypatch, options, split):
     """Several programs per grid axis, several K chunks per loop and split-K with its reduce
     kernels (the GPU tiling), which the interpreter's one-tile default never reaches: 16-wide
-    tiles on B=20, H=40, P=33; split-K cuts K = H into 2 parts and K = 4H into 3."""
+    tiles on B=20, H=40, P=33; split-K cuts K = H into 2 parts and K = 4H into 3, and its reduce
+    kernels run on their own 8 x 32 tiles (3 x 2 programs, where the matmuls have 2 x 3)."""
     B, T, H, P = 20, 3, 40, 33
     splits = (*launch.split_k(H, 2, 16), *launch.split_k(4 * H, 3, 16)) if split else ()
-    tiles = launch.Tiles(16, 16, 16, 16, 4, *splits)
+    tiles = launch.Tiles(16, 16, 16, 16, 4, 4, *splits, reduce_b=8, reduce_p=32)
     assert not split or (tiles.fwd_split, tiles.bwd_split) == (2, 3)
     monkeypatch.setattr(launch, "_choose_tiles", lambda B, H, P, device: tiles)
     dtype = torch.float32
@@ -152,112 +142,6 @@ def test_cuda_graphs_flag_is_ignored_off_cuda():
     got, want = run_both(tensors, mask, None, None, False, torch.float32, seed=3, use_cuda_graphs=True)
     for name in want:
         assert_matches(name, got[name], want[name], torch.float32)
-
-
-def check_graphs_match_eager(dtype):
-    """Graph replay gives bit-identical results to the eager loop: on the first call (capture),
-    on a second call with new inputs (replay), and with two forwards in flight before their
-    backwards (two instances of one key). Returns the number of instances made."""
-    def forward(tensors, mask, graphs):
-        ins = [tensors[n].clone().requires_grad_() for n in ("xw", "w_rec", "w_proj", "h0", "c0")]
-        outs = lt.lstmp_sequence(*ins, mask=mask, cell_clip=CELL_CLIP, proj_clip=PROJ_CLIP, reverse=True,
-                                 use_cuda_graphs=graphs)
-        return ins, outs
-
-    def backward(ins, outs, seed):
-        gen = torch.Generator().manual_seed(seed)
-        torch.autograd.backward(outs, [torch.randn(o.shape, generator=gen).to(dtype).to(DEVICE) for o in outs])
-        return [o.detach() for o in outs] + [t.grad for t in ins]
-
-    lt.release_cuda_graphs()
-    batches = [make_inputs(6, 5, 40, 24, dtype, True, seed=s) for s in (11, 12, 13)]
-    eager = [backward(*forward(t, m, False), seed=i) for i, (t, m) in enumerate(batches)]
-    graphed = [backward(*forward(*batches[0], True), seed=0)]
-    pending = [forward(t, m, True) for t, m in batches[1:]]
-    graphed += [backward(*p, seed=i + 1) for i, p in enumerate(pending)]
-    for i, (want, got) in enumerate(zip(eager, graphed)):
-        for k, (a, b) in enumerate(zip(got, want)):
-            assert torch.equal(a, b), f"call {i}, tensor {k}: graph replay differs from eager"
-    made = sum(len(pool) for pool in graphs._POOL.values())
-    lt.release_cuda_graphs()
-    return made
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not ON_GPU, reason="CUDA graphs need a CUDA device")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_cuda_graphs_match_eager(dtype):
-    assert check_graphs_match_eager(dtype) == 2
-
-
-def test_graph_runner_buffers_and_leases(monkeypatch):
-    """The graph path's static buffers and instance leases, off CUDA: "capture" records the
-    step loop and "replay" runs it, so only the CUDA graph itself is not exercised. The second
-    forward in flight must get its own instance (2 made), the first call's instance is reused."""
-    if ON_GPU:
-        pytest.skip("test_cuda_graphs_match_eager runs the real graphs")
-    monkeypatch.setattr(graphs, "_capture", lambda run: SimpleNamespace(replay=run))
-    monkeypatch.setattr(lt, "_graphs_wanted", lambda use_cuda_graphs, device: bool(use_cuda_graphs))
-    assert check_graphs_match_eager(torch.float32) == 2
-
-
-def _ptx_tool(name: str):
-    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
-    return path if os.access(path, os.X_OK) else None
-
-
-def _jit_kernels_module():
-    """A second copy of lstmp_triton_kernels.py whose kernels are JITFunctions (compilable),
-    whatever TRITON_INTERPRET says for the copy the other tests run."""
-    saved = os.environ.pop("TRITON_INTERPRET", None)
-    try:
-        path = os.path.join(os.path.dirname(launch.__file__), "lstmp_triton_kernels.py")
-        spec = importlib.util.spec_from_file_location("_lstmp_triton_kernels_jit", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        if saved is not None:
-            os.environ["TRITON_INTERPRET"] = saved
-
-
-@pytest.mark.filterwarnings("ignore:TRITON_DEFAULT_FP_FUSION is unset")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_kernels_compile_for_sm90_without_spills(monkeypatch, dtype):
-    """The compiled path, checked without a GPU: every kernel, with the tiles and options the
-    launchers pick at the original size (B=128, H=4096, P=512, mask and clips on) on an H100
-    (132 SMs), compiles to sm_90 machine code with the ptxas bundled in triton, and uses no
-    stack (no register spills)."""
-    cuobjdump = _ptx_tool("cuobjdump")
-    if cuobjdump is None or _ptx_tool("ptxas") is None:
-        pytest.skip("triton's bundled ptxas / cuobjdump are missing")
-    monkeypatch.setattr(launch, "INTERPRETED", False)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(multi_processor_count=132))
-    cfg = launch.step_config(128, 4096, 512, dtype, torch.device("cuda"), 3.0, 3.0, False)
-    assert cfg.tiles.fwd_split > 1 and cfg.tiles.bwd_split > 1  # so the reduce kernels are used
-    kernels = _jit_kernels_module()
-    weight_type = "*fp32" if dtype == torch.float32 else "*bf16"
-    weight_ptrs = {"xw_ptr", "w_rec_ptr", "w_proj_ptr", "m_ptr", "out_ptr", "dout_ptr", "dz_ptr", "dh_raw_ptr"}
-
-    def arg_type(name):
-        if name.endswith("_ptr"):
-            return weight_type if name in weight_ptrs else "*u8" if name == "keep_ptr" else "*fp32"
-        return "fp32" if name.endswith("_clip") else "i32"
-
-    for name, meta in launch.kernel_meta(cfg, has_mask=True).items():
-        kernel = getattr(kernels, name)
-        constexprs = {k: v for k, v in meta.items() if k != "num_warps"}
-        signature = {p: "constexpr" if p in constexprs else arg_type(p) for p in inspect.signature(kernel.fn).parameters}
-        compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
-                                  target=GPUTarget("cuda", 90, 32), options=dict(num_warps=meta["num_warps"]))
-        with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
-            cubin.write(compiled.asm["cubin"])
-            cubin.flush()
-            usage = subprocess.run([cuobjdump, "--dump-resource-usage", cubin.name], capture_output=True,
-                                   text=True, check=True).stdout
-        stack = re.search(r"STACK:(\d+)", usage)
-        assert stack is not None, f"{name}: no resource usage in {usage!r}"
-        assert int(stack.group(1)) == 0, f"{name} ({dtype}) spills registers: {usage.strip()}"
 
 
 def test_cpu_without_interpreter_says_what_to_do(monkeypatch):
