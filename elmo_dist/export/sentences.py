@@ -3,7 +3,8 @@
     OUTPUT.hdf5
       "0", "1", ...        one float32 dataset per input line, key = 0-based line number:
                            --all (L+1, T, 2P), --top (T, 2P) the top layer, --average (T, 2P)
-                           the mean of the L+1 layers
+                           the mean of the L+1 layers; with sentence_vectors the mean of that
+                           over the line's T tokens: (L+1, 2P) or (2P,) (see ``lines.py``)
       "sentence_to_index"  shape (1,) string: JSON {sentence text: key}; a sentence that occurs on
                            several lines maps to its last line, as AllenNLP's map did
 
@@ -11,8 +12,10 @@ Lines are tokenised by whitespace (pre-tokenised text) or an nltk tokenizer (``-
 Decisions, each counted in the returned :class:`ExportReport`:
   * a blank (or whitespace-only) line gets an empty dataset, (L+1, 0, 2P) or (0, 2P), so that
     every line number has a key; it is left out of ``sentence_to_index``;
-  * a line of more than ``max_tokens`` tokens is cut to its first ``max_tokens`` tokens (the
-    biLM has no length limit, but one huge line would make one huge batch).
+  * a line of more than ``max_tokens`` tokens is embedded in windows of ``max_tokens`` with the
+    LSTM state carried from window to window (``long_lines="window"``, the default: the vectors
+    of one pass over the whole line, one dataset of the full length, memory bounded by the
+    window), or cut to its first ``max_tokens`` tokens (``long_lines="cut"``).
 Sentences are embedded stateless by default (same sentence, same vectors, whatever its
 neighbours), in batches of similar length read ``chunk_lines`` lines at a time; with
 ``stateful=True`` batches follow the file order and each batch row carries its LSTM state to
@@ -27,11 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-import torch
+from .embedder import Embedder
+from .lines import MODES, OutputSpec, embed_lines, empty_result
 
-from .embedder import Embedder, batches_by_length
-
-MODES = ("all", "top", "average")
+LONG_LINES = ("window", "cut")
 
 
 @dataclass
@@ -44,8 +46,10 @@ class ExportReport:
     """Tokens embedded (after truncation)."""
     blank_lines: int = 0
     """Blank or whitespace-only lines: written as empty datasets."""
+    windowed_lines: int = 0
+    """Lines longer than max_tokens, embedded whole in windows of max_tokens (long_lines="window")."""
     truncated_lines: int = 0
-    """Lines longer than max_tokens, cut to max_tokens."""
+    """Lines longer than max_tokens, cut to max_tokens (long_lines="cut")."""
     tokens_dropped: int = 0
     """Tokens removed by that truncation."""
     seconds: float = 0.0
@@ -59,6 +63,8 @@ class ExportReport:
                 f"({rate:.0f} tokens/s)")
         if self.blank_lines:
             text += f"; {self.blank_lines} blank lines written as empty datasets"
+        if self.windowed_lines:
+            text += f"; {self.windowed_lines} lines over max_tokens embedded whole in windows"
         if self.truncated_lines:
             text += (f"; {self.truncated_lines} lines over max_tokens truncated "
                      f"({self.tokens_dropped} tokens dropped)")
@@ -84,27 +90,33 @@ def count_lines(path: Path) -> int:
     return n
 
 
-def _select(layers: torch.Tensor, mode: str) -> torch.Tensor:
-    """(B, L+1, T, D) -> what ``mode`` writes: (B, L+1, T, D) or (B, T, D)."""
-    if mode == "all":
-        return layers
-    if mode == "top":
-        return layers[:, -1]
-    return layers.mean(dim=1)
+class _HDF5Store:
+    """One dataset per line, key = the line number as a string (``lines.Store``)."""
+
+    def __init__(self, fout):
+        self.fout = fout
+
+    def put(self, key, data) -> None:
+        self.fout.create_dataset(str(key), data=data)
+
+    def create(self, key, shape: tuple):
+        return self.fout.create_dataset(str(key), shape=shape, dtype="float32")  # filled with zeros
 
 
 def export_sentences(embedder: Embedder, input_file: Path | str, output_file: Path | str, mode: str = "all",
                      tokenizer: Optional[Callable[[str], list]] = None, batch_size: int = 64,
                      max_batch_tokens: int = 4096, max_tokens: int = 1000, chunk_lines: int = 10_000,
-                     progress: bool = True) -> ExportReport:
+                     progress: bool = True, sentence_vectors: bool = False,
+                     long_lines: str = "window") -> ExportReport:
     """Embeds every line of ``input_file`` and writes ``output_file`` (see the module docstring)."""
     import h5py
     from tqdm import tqdm
 
     from elmo_dist.utils import atomic_path
 
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    spec = OutputSpec(mode, sentence_vectors)
+    if long_lines not in LONG_LINES:
+        raise ValueError(f"long_lines must be one of {LONG_LINES}; got {long_lines!r}")
     for name, value in (("batch_size", batch_size), ("max_tokens", max_tokens), ("chunk_lines", chunk_lines)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1; got {value}")
@@ -116,39 +128,30 @@ def export_sentences(embedder: Embedder, input_file: Path | str, output_file: Pa
         embedder.reset_state()
     report = ExportReport()
     sentence_to_index: dict[str, str] = {}
-    empty_shape = ((embedder.n_layers,) if mode == "all" else ()) + (0, embedder.output_dim)
+    empty = empty_result(spec, embedder.n_layers, embedder.output_dim)
+    window = max_tokens if long_lines == "window" else None
     start = time.time()
     bar = tqdm(total=count_lines(input_file), desc="export", unit="sent", disable=not progress,
                dynamic_ncols=True)
 
-    def flush(fout, chunk: list[tuple[int, str, list]]) -> None:
+    def flush(store: _HDF5Store, chunk: list[tuple[int, str, list]]) -> None:
         """Embeds and writes one chunk of (line number, text, tokens) (blank lines included)."""
-        for line_no, text, tokens in chunk:
+        for line_no, _, tokens in chunk:
             if not tokens:
-                fout.create_dataset(str(line_no), shape=empty_shape, dtype="float32")
-        todo = [item for item in chunk if item[2]]
-        embedder.prefetch(item[2] for item in todo)  # the chunk's new words, in large CNN batches
-        if embedder.stateful:
-            groups = [list(range(i, min(i + batch_size, len(todo)))) for i in range(0, len(todo), batch_size)]
-        else:
-            groups = batches_by_length([len(item[2]) for item in todo], batch_size, max_batch_tokens)
-        for group in groups:
-            layers, lengths = embedder.embed([todo[i][2] for i in group])
-            selected = _select(layers, mode).float().cpu().numpy()
-            n_tok = 0
-            for b, i in enumerate(group):
-                line_no, _, tokens = todo[i]
-                n = len(tokens)
-                data = selected[b, :, :n] if mode == "all" else selected[b, :n]
-                fout.create_dataset(str(line_no), data=data)
-                n_tok += n
-            report.tokens += n_tok
-            bar.update(len(group))
-            elapsed = max(time.time() - start, 1e-9)
-            bar.set_postfix(tok_s=f"{report.tokens / elapsed:.0f}", refresh=False)
+                store.put(line_no, empty)
+        todo = [(line_no, tokens) for line_no, _, tokens in chunk if tokens]
+        embedder.prefetch(tokens for _, tokens in todo)  # the chunk's new words, in large CNN batches
+
+        def on_batch(n_lines: int, n_tokens: int) -> None:
+            report.tokens += n_tokens
+            bar.update(n_lines)
+            bar.set_postfix(tok_s=f"{report.tokens / max(time.time() - start, 1e-9):.0f}", refresh=False)
+
+        embed_lines(embedder, todo, spec, store, batch_size, max_batch_tokens, window, on_batch)
         bar.update(len(chunk) - len(todo))
 
     with atomic_path(output_file) as tmp, h5py.File(tmp, "w") as fout:
+        store = _HDF5Store(fout)
         chunk: list[tuple[int, str, list]] = []
         for line_no, line in enumerate(_read_lines(input_file)):
             text = line.strip()
@@ -159,18 +162,21 @@ def export_sentences(embedder: Embedder, input_file: Path | str, output_file: Pa
             else:
                 report.sentences += 1
                 sentence_to_index[text] = str(line_no)
-                if len(tokens) > max_tokens:
+                if len(tokens) > max_tokens and window is not None:
+                    report.windowed_lines += 1
+                elif len(tokens) > max_tokens:
                     report.truncated_lines += 1
                     report.tokens_dropped += len(tokens) - max_tokens
                     tokens = tokens[:max_tokens]
             chunk.append((line_no, text, tokens))
             if len(chunk) >= chunk_lines:
-                flush(fout, chunk)
+                flush(store, chunk)
                 chunk = []
-        flush(fout, chunk)
+        flush(store, chunk)
         index = fout.create_dataset("sentence_to_index", (1,), dtype=h5py.string_dtype())
         index[0] = json.dumps(sentence_to_index, ensure_ascii=False)
         fout.attrs["mode"] = mode
+        fout.attrs["sentence_vectors"] = sentence_vectors
         fout.attrs["stateful"] = embedder.stateful
     bar.close()
     report.seconds = time.time() - start
