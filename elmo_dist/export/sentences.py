@@ -90,6 +90,25 @@ def count_lines(path: Path) -> int:
     return n
 
 
+def _warm_up(embedder: Embedder, path: Path, tokenize, n_lines: int, batch_size: int, max_tokens: int) -> None:
+    """Stateful: embeds the first ``n_lines`` non-blank lines (cut to max_tokens) in file-order
+    batches, outputs discarded, so each row carries a state that has read text."""
+    batch: list = []
+    for line in _read_lines(path):
+        if n_lines <= 0:
+            break
+        tokens = tokenize(line.strip())[:max_tokens] if line.strip() else []
+        if not tokens:
+            continue
+        batch.append(tokens)
+        n_lines -= 1
+        if len(batch) == batch_size:
+            embedder.embed(batch)
+            batch = []
+    if batch:
+        embedder.embed(batch)
+
+
 class _HDF5Store:
     """One dataset per line, key = the line number as a string (``lines.Store``)."""
 
@@ -107,8 +126,13 @@ def export_sentences(embedder: Embedder, input_file: Path | str, output_file: Pa
                      tokenizer: Optional[Callable[[str], list]] = None, batch_size: int = 64,
                      max_batch_tokens: int = 4096, max_tokens: int = 1000, chunk_lines: int = 10_000,
                      progress: bool = True, sentence_vectors: bool = False,
-                     long_lines: str = "window") -> ExportReport:
-    """Embeds every line of ``input_file`` and writes ``output_file`` (see the module docstring)."""
+                     long_lines: str = "window", warm_up_batches: int = 0) -> ExportReport:
+    """Embeds every line of ``input_file`` and writes ``output_file`` (see the module docstring).
+
+    ``warm_up_batches`` (stateful only): the first N batches of the file are embedded once and
+    discarded before the export, so that each row's first real batch starts from a state that
+    has read text rather than from zeros.
+    """
     import h5py
     from tqdm import tqdm
 
@@ -124,8 +148,11 @@ def export_sentences(embedder: Embedder, input_file: Path | str, output_file: Pa
     if not input_file.is_file():
         raise FileNotFoundError(f"{input_file}: input file not found")
     tokenize = tokenizer or str.split
+    if warm_up_batches < 0 or (warm_up_batches and not embedder.stateful):
+        raise ValueError(f"warm_up_batches must be >= 0 and needs a stateful embedder; got {warm_up_batches}")
     if embedder.stateful:
         embedder.reset_state()
+        _warm_up(embedder, input_file, tokenize, warm_up_batches * batch_size, batch_size, max_tokens)
     report = ExportReport()
     sentence_to_index: dict[str, str] = {}
     empty = empty_result(spec, embedder.n_layers, embedder.output_dim)
