@@ -156,8 +156,8 @@ def test_cli_export_from_allennlp_files(tmp_path, bilm, input_file, capsys):
                  "--no-progress", "--report", str(report)])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "2 blank lines" in printed and "1 lines over max_tokens truncated" in printed
-    assert json.loads(report.read_text())["tokens"] == 2 * 7 + 2 + 10 + 3
+    assert "2 blank lines" in printed and "1 lines over max_tokens embedded whole in windows" in printed
+    assert json.loads(report.read_text())["tokens"] == 2 * 7 + 2 + 12 + 3
     with h5py.File(out, "r") as f:
         assert np.allclose(f["6"][...], alone(bilm, LINES[6].split()).mean(0), atol=1e-5)
     code = main(["export", "--vocab-embeddings", str(input_file), str(tmp_path / "v.hdf5"), "--threads", "1",
