@@ -141,7 +141,8 @@ def main(argv=None) -> int:
     base, fast = results["bilm.forward"], results["cached"]
     ratios = {"speedup_later_epochs": fast["tokens_per_s_later_epochs"] / base["tokens_per_s_later_epochs"],
               "speedup_first_epoch": fast["tokens_per_s_first_epoch"] / base["tokens_per_s_first_epoch"],
-              "speedup_all_epochs": sum(base["seconds_per_epoch"]) / sum(fast["seconds_per_epoch"])}
+              "speedup_all_epochs": sum(base["seconds_per_epoch"]) / sum(fast["seconds_per_epoch"]),
+              "speedup_per_epoch": [b / f for b, f in zip(base["seconds_per_epoch"], fast["seconds_per_epoch"])]}
     diff = max(abs(a - b) for a, b in zip(losses["bilm.forward"], losses["cached"]))
     with torch.no_grad():  # the layers themselves, on the first batch
         cached_layers = variants["cached"][0].elmo._layers(batches[0][0])[0]
@@ -163,6 +164,7 @@ def main(argv=None) -> int:
     for name, r in results.items():
         print(f"{name:14s} first epoch {r['tokens_per_s_first_epoch']:8.0f} tokens/s, "
               f"later epochs {r['tokens_per_s_later_epochs']:8.0f} tokens/s")
+    print("per epoch (side by side): " + ", ".join(f"x{r:.2f}" for r in ratios["speedup_per_epoch"]))
     print(f"cached vs bilm.forward: x{ratios['speedup_later_epochs']:.2f} later epochs, "
           f"x{ratios['speedup_first_epoch']:.2f} first epoch, x{ratios['speedup_all_epochs']:.2f} overall")
     print(f"load average start {meta['load_average_start']}, end {meta['load_average_end']}; wrote {args.out}")

@@ -13,8 +13,9 @@ Embed the sentences of a text file (one per line) with a biLM and write HDF5 in 
 of AllenNLP's old `elmo` command: one float32 dataset per line, key = 0-based line number,
 (L+1, T, 2P) with --all, (T, 2P) with --top or --average; plus `sentence_to_index`, a JSON map
 from sentence to key. --sentence-vectors writes one vector per line instead, the mean over its
-T tokens: (L+1, 2P) with --all, (2P,) with --top or --average (zeros for a blank line). The model comes from a run directory (--run-dir) or from bilm-tf/AllenNLP
-files (--options and --weights).
+T tokens: (L+1, 2P) with --all, (2P,) with --top or --average (zeros for a blank line). The
+model comes from a run directory (--run-dir) or from bilm-tf/AllenNLP files (--options and
+--weights).
 
   elmo-dist export sentences.txt out.hdf5 --top --run-dir runs/ptb
   elmo-dist export sentences.txt out.hdf5 --all --options options.json --weights lm_weights.hdf5
@@ -23,8 +24,8 @@ files (--options and --weights).
 
 Stateless by default: each sentence's vectors depend on that sentence only (batches are formed
 by length). --stateful carries each batch row's LSTM state to the next batch in file order,
-as AllenNLP's ElmoEmbedder did (the first batches then start from a zero state, which slightly
-hurts their vectors; --warm-up-batches N runs the first N batches once before the export). A
+as AllenNLP's ElmoEmbedder did (its first batches start from a zero state, reported to hurt
+their vectors slightly; --warm-up-batches N runs the first N batches once before the export). A
 blank line gets an empty dataset (T = 0). A line over --max-tokens tokens is embedded whole, in
 windows of --max-tokens with the LSTM state carried from window to window (the same vectors as
 one pass, memory bounded by the window), or cut with --long-lines cut; both are counted in the
