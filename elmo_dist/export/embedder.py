@@ -245,23 +245,28 @@ class Embedder:
             return self._embed_packed(sentences, parallel), lengths
 
     @torch.inference_mode()
-    def token_vectors(self, words: Sequence) -> Tensor:
-        """Character-CNN outputs (N, P) of ``words`` (boundaries ``<S>``/``</S>`` included), from
-        the cache (encoding those not cached yet)."""
-        rows = torch.tensor(self.cache.row_ids(list(words)), dtype=torch.long, device=self.device)  # (N,)
-        return self.cache.lookup(rows, 0)
-
-    @torch.inference_mode()
     def embed_in_windows(self, sentences: Sequence[Sequence[str]], window: int, emit) -> None:
         """The layers ``embed`` gives, computed ``window`` framed slots at a time in bounded memory,
-        each window's half-layers passed to ``emit`` (see ``windows.run_in_windows``). Stateful,
-        the rows start from and store their carried state as ``BiLM.forward`` does."""
+        each window's half-layers passed to ``emit`` (see ``windows.run_in_windows``; with
+        ``parallel`` from two threads, one a direction). Stateful, the rows start from and store
+        their carried state as ``BiLM.forward`` does."""
+        from elmo_dist.data.chars import BOS_TOKEN, EOS_TOKEN
+
         from .windows import run_in_windows
         if any(len(s) == 0 for s in sentences):
             raise ValueError("Embedder.embed_in_windows: empty sentence (drop blank lines before embedding)")
+        lengths = torch.tensor([len(s) for s in sentences], dtype=torch.long)  # (B,)
         like = self.bilm.encoder.proj.weight
         state = self.bilm.state_for(len(sentences), like) if self.stateful else None
-        final = run_in_windows(self.bilm, sentences, window, self.token_vectors, emit, state)
+        with self._two_threads() as parallel:
+            framed = [w for s in sentences for w in (BOS_TOKEN, *s, EOS_TOKEN)]
+            rows = torch.tensor(self.cache.row_ids(framed, parallel), dtype=torch.long)  # valid until the next call
+            slot_rows = torch.zeros(len(sentences), int(lengths.max()) + 2, dtype=torch.long)  # 0: the zero row
+            mask = torch.arange(slot_rows.shape[1])[None, :] < (lengths + 2)[:, None]  # (B, S)
+            slot_rows[mask] = rows
+            two = (lambda f, g: self.packed.in_two_threads(f, g, self.device)) if parallel else None
+            final = run_in_windows(self.packed, slot_rows, lengths, lambda r: self.cache.lookup(r, 0), window, emit,
+                                   state, two)
         if self.stateful:
             self.bilm.store_state(final)
 

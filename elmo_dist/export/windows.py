@@ -17,18 +17,25 @@ different lengths: their padding slots are masked, and a masked step leaves the 
 (``elmo_dist_kernels.lstmp_sequence_torch``), so a row that ends inside a window keeps its final
 forward state through the windows after it, and its backward run begins at its own ``</S>``.
 
+The steps run on the packed recurrence of ``packed_lstm`` (rows sorted by length, longest
+first, no padding computed): a row's remaining steps in a window grow with its length, so one
+row order serves every window, and the state tensors keep it from window to window.
+
 Memory: one window of token vectors and layer outputs, (B, window, .), whatever the length of
-the line; each window's outputs go to a callback that writes them where they belong.
+the line, plus the cache row of every framed slot (8 bytes a token); each window's outputs go
+to a callback that writes them where they belong.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor
 
-from elmo_dist.data.chars import BOS_TOKEN, EOS_TOKEN
 from elmo_dist.model.bilm import BiLMState
+from elmo_dist.model.lstm import LSTMState
+
+from .packed_lstm import PackedBiLM, Packing, State
 
 
 class WindowOutput(NamedTuple):
@@ -46,54 +53,72 @@ def framed_windows(longest: int, window: int) -> list[tuple[int, int]]:
     return [(a, min(a + window, slots)) for a in range(0, slots, window)]
 
 
-def _window_inputs(sentences: Sequence[Sequence[str]], a: int, b: int,
-                   token_vectors: Callable[[list], Tensor], like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Framed slots [a, b) of every row -> token vectors x (B, w, P), mask (B, w) of the
-    slots that hold a token or a boundary, and tokens (B, w) of those that hold a word."""
-    B, w = len(sentences), b - a
-    words, flat_index = [], []
-    for r, s in enumerate(sentences):
-        n = len(s)
-        for slot in range(a, min(b, n + 2)):
-            words.append(BOS_TOKEN if slot == 0 else EOS_TOKEN if slot == n + 1 else s[slot - 1])
-            flat_index.append(r * w + slot - a)
-    vectors = token_vectors(words)  # (N, P)
-    x = like.new_zeros(B * w, vectors.shape[1])
-    index = torch.tensor(flat_index, dtype=torch.long, device=x.device)
-    x[index] = vectors.to(x.dtype)
-    lengths = torch.tensor([len(s) for s in sentences], device=x.device)  # (B,)
-    slot = torch.arange(a, b, device=x.device)  # (w,)
-    mask = slot[None, :] < (lengths[:, None] + 2)  # (B, w)
-    tokens = (slot[None, :] >= 1) & (slot[None, :] <= lengths[:, None])  # (B, w)
-    return x.view(B, w, -1), mask, tokens
+def _window_packing(framed: Tensor, a: int, b: int) -> tuple[Packing, Tensor, Tensor]:
+    """framed (R,) slot counts (n + 2) of the rows in packed order (non-increasing) -> the packing
+    of slots [a, b) and, per packed position, its row (in that order) and slot: (N,) each."""
+    steps = (torch.clamp(framed, max=b) - a).clamp(min=0)  # (R,) each row's steps in the window
+    counts = [int((steps > t).sum()) for t in range(int(steps[0]))]
+    offsets = [0]
+    for n in counts[:-1]:
+        offsets.append(offsets[-1] + n)
+    row = torch.cat([torch.arange(n) for n in counts])  # (N,) position in the packed order
+    slot = torch.repeat_interleave(torch.arange(a, a + len(counts)), torch.tensor(counts))  # (N,)
+    return Packing(list(range(len(framed))), counts, offsets), row, slot
+
+
+def _to_packed(state: Optional[LSTMState], order: Tensor, packed: PackedBiLM, like: Tensor) -> State:
+    """LSTMState (L, B, .) in batch order (None: zeros) -> per layer (h, C = 2c) in packed order."""
+    if state is None:
+        return [(like.new_zeros(len(order), packed.proj), like.new_zeros(len(order), packed.hidden))
+                for _ in range(packed.n_layers)]
+    return [(state.h[k][order].contiguous(), 2.0 * state.c[k][order]) for k in range(packed.n_layers)]
+
+
+def _from_packed(state: State, order: Tensor) -> LSTMState:
+    unsort = torch.argsort(order)
+    return LSTMState(torch.stack([h[unsort] for h, _ in state]), torch.stack([0.5 * c[unsort] for _, c in state]))
 
 
 @torch.inference_mode()
-def run_in_windows(bilm, sentences: Sequence[Sequence[str]], window: int,
-                   token_vectors: Callable[[list], Tensor], emit: Callable[[WindowOutput], None],
-                   state: Optional[BiLMState] = None) -> BiLMState:
-    """Runs ``bilm`` (eval mode) over ``sentences`` (B token lists) in windows of ``window``
-    framed slots (see the module docstring), calling ``emit`` for each window and direction:
-    first the forward LM's windows left to right, then the backward LM's right to left.
+def run_in_windows(packed: PackedBiLM, slot_rows: Tensor, lengths: Tensor, lookup: Callable[[Tensor], Tensor],
+                   window: int, emit: Callable[[WindowOutput], None], state: Optional[BiLMState] = None,
+                   in_two_threads: Optional[Callable] = None) -> BiLMState:
+    """Runs the biLM of ``packed`` over B framed rows in windows of ``window`` slots (see the
+    module docstring), calling ``emit`` for each window of each direction: the forward LM's
+    windows left to right, the backward LM's right to left.
 
-    ``token_vectors(words)`` gives the character-CNN outputs (N, P) of a list of words
-    (``<S>``/``</S>`` included), e.g. from the Embedder's cache. ``state``: where each row's
-    LSTMs start (default zeros, as stateless ``BiLM.forward``). Returns the final state, as
-    ``BiLM.forward`` would store it: forward after ``</S>``, backward after ``<S>``.
+    slot_rows (B, S): each framed slot's row in the token cache (``<S>``, the words, ``</S>``;
+    0, the zero row, past a row's end); lengths (B,): tokens per row; ``lookup(rows)`` -> (N, P)
+    token vectors. ``state``: where each row's LSTMs start (default zeros, as stateless
+    ``BiLM.forward``). With ``in_two_threads`` (``PackedBiLM.in_two_threads``) the directions
+    run at once, and ``emit`` is called from both threads. Returns the final state, as
+    ``BiLM.forward`` stores it: forward after ``</S>``, backward after ``<S>``.
     """
-    like = bilm.encoder.proj.weight
-    spans = framed_windows(max(len(s) for s in sentences), window)
-    final = []
-    for d, (stack, order) in enumerate(((bilm.forward_lm, spans), (bilm.backward_lm, spans[::-1]))):
-        carried = state[d] if state is not None else None
-        for a, b in order:
-            x, mask, tokens = _window_inputs(sentences, a, b, token_vectors, like)  # (B, w, P), (B, w) x2
-            outputs, carried = stack(x, mask, carried)  # n_layers (B, w, P); state (L, B, .)
-            lo, hi = max(a, 1), min(b, max(len(s) for s in sentences) + 1)  # slots of token positions
-            if hi <= lo:
-                continue  # a window of boundaries only (<S> alone, or </S> alone)
-            layers = torch.stack([x, *outputs], dim=1)[:, :, lo - a:hi - a]  # (B, L+1, n, P)
-            layers = layers * tokens[:, None, lo - a:hi - a, None]
-            emit(WindowOutput(d, lo - 1, layers))
-        final.append(carried)
-    return BiLMState(*final)
+    like = packed.stacks[0][0].w_rec
+    B, L1, P = slot_rows.shape[0], packed.n_layers + 1, packed.proj
+    order = torch.argsort(lengths, descending=True, stable=True)  # (B,) longest first, for every window
+    framed = (lengths + 2)[order]  # (B,) slots per row, packed order
+    spans = framed_windows(int(lengths.max()), window)
+    rows_packed = slot_rows[order].to(like.device)  # (B, S)
+
+    def direction(d: int) -> LSTMState:
+        carried = _to_packed(state[d] if state is not None else None, order, packed, like)
+        for a, b in (spans if d == 0 else spans[::-1]):
+            packing, row, slot = _window_packing(framed, a, b)
+            x = lookup(rows_packed[row, slot])  # (N, P)
+            cell = packed.stacks[d][0]
+            outs, carried = packed.run_direction(d, packing, lambda buf: torch.addmm(cell.bias, x, cell.w_in, out=buf),
+                                                 carried)
+            w = b - a
+            layers = like.new_zeros(B * w, L1, P)  # rows in batch order
+            pos = (order[row] * w + slot - a).to(like.device)  # (N,)
+            word = ((slot >= 1) & (slot <= lengths[order[row]])).to(like.device)  # (N,) not a boundary
+            layers[pos] = torch.stack([x, *outs], dim=1) * word[:, None, None]  # (N, L+1, P)
+            lo, hi = max(a, 1), min(b, int(lengths.max()) + 1)  # slots holding token positions
+            if hi > lo:  # else a window of boundaries only (<S> alone, or </S> alone)
+                emit(WindowOutput(d, lo - 1, layers.view(B, w, L1, P).transpose(1, 2)[:, :, lo - a:hi - a]))
+        return _from_packed(carried, order)
+
+    if in_two_threads is not None:
+        return BiLMState(*in_two_threads(lambda: direction(0), lambda: direction(1)))
+    return BiLMState(direction(0), direction(1))

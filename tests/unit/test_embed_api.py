@@ -92,6 +92,21 @@ def test_long_line_in_windows_equals_one_pass(tmp_path, input_file, window, skip
                 assert (err < 1e-5).all(), (key, err)
 
 
+@pytest.mark.parametrize("stateful", [False, True], ids=["stateless", "stateful"])
+def test_windows_with_the_directions_in_two_threads(stateful):
+    """2 torch threads: the two directions run at once, each writing its column half."""
+    torch.set_num_threads(2)
+    bilm = make_bilm(stateful=stateful)
+    sentences = [LONG, LONG[:13], ["a", "b"]]
+    want = forward_layers(make_bilm(stateful=stateful), sentences)  # the first batch: zero state either way
+    embedder = Embedder(bilm, stateful=stateful)
+    got = elmo_dist.embed(sentences, embedder, max_tokens=6, batch_size=3)
+    vectors = elmo_dist.embed(sentences, Embedder(make_bilm()), max_tokens=6, sentence_vectors=True)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert np.allclose(g, w, atol=1e-5, rtol=0), i
+        assert np.allclose(vectors[i], w.mean(axis=1), atol=1e-5, rtol=0), i
+
+
 def test_stateful_batches_with_a_long_row_carry_every_rows_state(tmp_path, input_file):
     """Stateful, a batch holding a long line runs in windows as a whole: each row's vectors and
     the state it hands to the next batch are those of BiLM.forward on the same batches."""
