@@ -13,13 +13,13 @@ need no state beyond (h, c).
 Framing as ``BiLM.forward``: the line is ``<S> w1 .. wn </S>`` (n + 2 slots), the forward LM
 starts from the given state (zeros when stateless) at ``<S>``, the backward LM at ``</S>``.
 The windows cut the framed slots into pieces of ``window`` slots. Rows of a batch may have
-different lengths: their padding slots are masked, and a masked step leaves the state as it was
-(``elmo_dist_kernels.lstmp_sequence_torch``), so a row that ends inside a window keeps its final
-forward state through the windows after it, and its backward run begins at its own ``</S>``.
-
-The steps run on the packed recurrence of ``packed_lstm`` (rows sorted by length, longest
-first, no padding computed): a row's remaining steps in a window grow with its length, so one
-row order serves every window, and the state tensors keep it from window to window.
+different lengths; the steps run on the packed recurrence of ``packed_lstm`` (rows sorted by
+length, longest first, no padding computed). A row's steps in a window, min(b, n + 2) - a,
+never decrease with its length n, so one row order serves every window and the state tensors
+keep it from window to window. A row with no step in a window keeps its state: going forward
+it has ended, and its final state is carried through to the end; going backward (windows from
+the last one) it has not begun yet, and its backward run starts at its own ``</S>`` from the
+state it was given.
 
 Memory: one window of token vectors and layer outputs, (B, window, .), whatever the length of
 the line, plus the cache row of every framed slot (8 bytes a token); each window's outputs go
