@@ -16,6 +16,8 @@ the remaining n - 1 steps of each sentence on packed sequences with no padding
 (``packed_lstm.PackedBiLM``; same outputs as ``BiLM.forward`` to ~1e-7).
 Stateful (``stateful=True``): each batch goes through ``BiLM.forward`` on a stateful biLM,
 carrying every row's state to the next batch (AllenNLP's behaviour); the cache is not used there.
+``embed_in_windows`` runs sentences of any length a window at a time, the LSTM state carried
+from window to window (``windows.py``), stateless or stateful, token vectors from the cache.
 """
 from __future__ import annotations
 
