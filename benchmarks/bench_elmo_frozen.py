@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     from elmo_dist.model import BiLM, preset
 
     meta = provenance(args)
-    meta["machine_note"] = "shared 2-core machine: other engineers' jobs were running; ratios are side by side"
+    meta["machine_note"] = "Shared 2-core machine: other engineers' jobs were running; ratios are side by side"
     torch.manual_seed(0)
     bilm = BiLM(preset(args.preset, vocab_size=0), stateful=False).eval()
     data = bbc_batches(args.batches, args.batch_size, args.max_tokens)

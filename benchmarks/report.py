@@ -221,7 +221,8 @@ def elmo_frozen_section(payload: dict) -> tuple[list[str], list[list]]:
     lines = [f"{setup.get('preset')} sizes, frozen and stateless; {setup.get('batches_per_epoch')} batches of "
              f"{setup.get('batch_size')} {setup.get('documents')} cut to {setup.get('max_tokens')} tokens, "
              f"{setup.get('epochs')} epochs a variant; {setup.get('downstream')}; {prov.get('threads')} threads. "
-             f"{prov.get('machine_note', '')}. Largest loss difference between the variants "
+             f"{prov.get('machine_note', '')[:1].upper()}{prov.get('machine_note', '')[1:]}; load average {prov.get('load_average_start', ['?'])[0]:.1f} at the "
+             f"start, {prov.get('load_average_end', ['?'])[0]:.1f} at the end. Largest loss difference between the variants "
              f"{payload.get('max_abs_loss_diff', float('nan')):.1e}, layers "
              f"{payload.get('max_abs_layer_diff_first_batch', float('nan')):.1e}.", ""]
     lines += table(["variant", "tokens/s, first epoch", "tokens/s, later epochs (median)"], body)
@@ -231,7 +232,8 @@ def elmo_frozen_section(payload: dict) -> tuple[list[str], list[list]]:
               + ", ".join(fmt_x(r) for r in ratios.get("speedup_per_epoch", [])) + ".", ""]
     summary = [[f"frozen Elmo downstream training, {setup.get('preset')} sizes, {prov.get('threads')} threads",
                 "token cache", f"{fmt_x(ratios['speedup_later_epochs'])} vs BiLM.forward (later epochs)",
-                f"first epoch {fmt_x(ratios['speedup_first_epoch'])}"]]
+                f"first epoch {fmt_x(ratios['speedup_first_epoch'])}; load average "
+                f"{prov.get('load_average_start', [float('nan')])[0]:.1f} (2 cores)"]]
     return lines, summary
 
 
@@ -345,9 +347,10 @@ TITLES = {"bench_softmax": "Softmax: full vs adaptive vs torch.nn.AdaptiveLogSof
           "bench_lstm_layer": "LSTMP layer", "bench_train": "Training step: FLOP/s and fraction of peak",
           "bench_data": "Data pipeline", "ppl_softmax": "PTB perplexity: adaptive vs full softmax",
           "bench_scaling": "1 vs 2 ranks", "pretrain_curve": "Downstream accuracy against pretraining compute", "embed_small": "ELMo embedding: elmo-dist vs AllenNLP 2.10.1, small sizes",
-          "elmo_frozen": "Downstream training with a frozen Elmo: token cache vs BiLM.forward"}
+          "elmo_frozen": "Downstream training with a frozen Elmo: token cache vs BiLM.forward",
+          "elmo_frozen_2threads": "Downstream training with a frozen Elmo, 2 threads on a loaded box"}
 ORDER = ["pretrain_curve", "bench_softmax", "ppl_softmax", "bench_lstm_layer", "bench_train", "bench_data", "bench_scaling",
-         "embed_small", "elmo_frozen"]
+         "embed_small", "elmo_frozen", "elmo_frozen_2threads"]
 
 
 def render(results: Path, out: Path) -> str:
@@ -396,7 +399,7 @@ def section(stem: str, payload: dict, gpu: bool, data: dict) -> tuple[list[str],
         return scaling_section(payload)
     if stem == "embed_small":
         return embed_section(payload)
-    if stem == "elmo_frozen":
+    if payload.get("benchmark") == "elmo_frozen":  # elmo_frozen*.json: one file per thread count
         return elmo_frozen_section(payload)
     if stem == "pretrain_curve":
         from benchmarks.report_curve import curve_section
