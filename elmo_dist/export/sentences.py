@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from .embedder import Embedder
-from .lines import MODES, OutputSpec, embed_lines, empty_result
+from .lines import OutputSpec, embed_lines, empty_result
 
 LONG_LINES = ("window", "cut")
 
