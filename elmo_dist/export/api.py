@@ -107,7 +107,15 @@ def embed(sentences: Union[str, Sequence[str], Sequence[Sequence[str]]], model=N
             model.train(training)
     if single:
         return results[0]
-    return np.stack(results) if sentence_vectors and results else results
+    if sentence_vectors:
+        return np.stack(results) if results else np.zeros((0, *_vector_shape(model, spec)), dtype=np.float32)
+    return results
+
+
+def _vector_shape(model, spec: OutputSpec) -> tuple:
+    """Shape of one sentence vector of ``model`` (a BiLM or an Embedder)."""
+    cfg = (model.bilm if isinstance(model, Embedder) else model).config
+    return spec.shape(0, cfg.n_layers + 1, 2 * cfg.projection_dim)
 
 
 def _run(embedder: Embedder, token_lists: list, spec: OutputSpec, batch_size: int, max_batch_tokens: int,

@@ -179,6 +179,8 @@ def test_embed_inputs_models_and_empty_sentences(tmp_path):
     embedder = elmo_dist.load_embedder(**files, device="cpu")
     assert np.allclose(elmo_dist.embed(["the cat"], embedder)[0], want[1], atol=1e-5)
     assert np.allclose(elmo_dist.embed(["the cat"], **files, device="cpu")[0], want[1], atol=1e-5)
+    assert elmo_dist.embed([], embedder, sentence_vectors=True).shape == (0, 3, 12)
+    assert elmo_dist.embed([], embedder) == []
     with pytest.raises(ValueError, match="not both"):
         elmo_dist.embed(["a"], embedder, **files)
     with pytest.raises(ValueError, match="mode"):
