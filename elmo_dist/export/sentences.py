@@ -45,7 +45,7 @@ class ExportReport:
     tokens: int = 0
     """Tokens embedded (after truncation)."""
     blank_lines: int = 0
-    """Blank or whitespace-only lines: written as empty datasets."""
+    """Blank or whitespace-only lines: written as empty datasets (zero vectors with sentence_vectors)."""
     windowed_lines: int = 0
     """Lines longer than max_tokens, embedded whole in windows of max_tokens (long_lines="window")."""
     truncated_lines: int = 0
@@ -62,7 +62,7 @@ class ExportReport:
         text = (f"{self.lines} lines: {self.sentences} sentences, {self.tokens} tokens in {self.seconds:.1f} s "
                 f"({rate:.0f} tokens/s)")
         if self.blank_lines:
-            text += f"; {self.blank_lines} blank lines written as empty datasets"
+            text += f"; {self.blank_lines} blank lines written as empty datasets (zeros as sentence vectors)"
         if self.windowed_lines:
             text += f"; {self.windowed_lines} lines over max_tokens embedded whole in windows"
         if self.truncated_lines:
