@@ -211,6 +211,32 @@ def embed_section(payload: dict) -> tuple[list[str], list[list]]:
     return lines, summary
 
 
+def elmo_frozen_section(payload: dict) -> tuple[list[str], list[list]]:
+    """bench_elmo_frozen.py: downstream training steps with a frozen Elmo, the token cache against
+    BiLM.forward every batch, epochs interleaved in one run."""
+    res, setup, ratios = payload["results"], payload.get("setup", {}), payload["ratios"]
+    prov = payload.get("provenance", {})
+    body = [[name, f"{r['tokens_per_s_first_epoch']:,.0f}", f"{r['tokens_per_s_later_epochs']:,.0f}"]
+            for name, r in res.items()]
+    lines = [f"{setup.get('preset')} sizes, frozen and stateless; {setup.get('batches_per_epoch')} batches of "
+             f"{setup.get('batch_size')} {setup.get('documents')} cut to {setup.get('max_tokens')} tokens, "
+             f"{setup.get('epochs')} epochs a variant; {setup.get('downstream')}; {prov.get('threads')} threads. "
+             f"{prov.get('machine_note', '')[:1].upper()}{prov.get('machine_note', '')[1:]}; load average {prov.get('load_average_start', ['?'])[0]:.1f} at the "
+             f"start, {prov.get('load_average_end', ['?'])[0]:.1f} at the end. Largest loss difference between the variants "
+             f"{payload.get('max_abs_loss_diff', float('nan')):.1e}, layers "
+             f"{payload.get('max_abs_layer_diff_first_batch', float('nan')):.1e}.", ""]
+    lines += table(["variant", "tokens/s, first epoch", "tokens/s, later epochs (median)"], body)
+    lines += [f"Cached vs BiLM.forward: {fmt_x(ratios['speedup_later_epochs'])} once the cache is filled, "
+              f"{fmt_x(ratios['speedup_first_epoch'])} on the first epoch, "
+              f"{fmt_x(ratios['speedup_all_epochs'])} over all epochs; epoch by epoch "
+              + ", ".join(fmt_x(r) for r in ratios.get("speedup_per_epoch", [])) + ".", ""]
+    summary = [[f"frozen Elmo downstream training, {setup.get('preset')} sizes, {prov.get('threads')} threads",
+                "token cache", f"{fmt_x(ratios['speedup_later_epochs'])} vs BiLM.forward (later epochs)",
+                f"first epoch {fmt_x(ratios['speedup_first_epoch'])}; load average "
+                f"{prov.get('load_average_start', [float('nan')])[0]:.1f} (2 cores)"]]
+    return lines, summary
+
+
 def generic_section(payload: dict) -> list[str]:
     rows = rows_of(payload) or payload.get("results", [])
     if isinstance(rows, dict):
@@ -320,9 +346,11 @@ def plots(kind: str, data: dict[str, dict], plot_dir: Path) -> dict[str, Path]:
 TITLES = {"bench_softmax": "Softmax: full vs adaptive vs torch.nn.AdaptiveLogSoftmaxWithLoss",
           "bench_lstm_layer": "LSTMP layer", "bench_train": "Training step: FLOP/s and fraction of peak",
           "bench_data": "Data pipeline", "ppl_softmax": "PTB perplexity: adaptive vs full softmax",
-          "bench_scaling": "1 vs 2 ranks", "pretrain_curve": "Downstream accuracy against pretraining compute", "embed_small": "ELMo embedding: elmo-dist vs AllenNLP 2.10.1, small sizes"}
+          "bench_scaling": "1 vs 2 ranks", "pretrain_curve": "Downstream accuracy against pretraining compute", "embed_small": "ELMo embedding: elmo-dist vs AllenNLP 2.10.1, small sizes",
+          "elmo_frozen": "Downstream training with a frozen Elmo: token cache vs BiLM.forward",
+          "elmo_frozen_2threads": "Downstream training with a frozen Elmo, 2 threads on a loaded box"}
 ORDER = ["pretrain_curve", "bench_softmax", "ppl_softmax", "bench_lstm_layer", "bench_train", "bench_data", "bench_scaling",
-         "embed_small"]
+         "embed_small", "elmo_frozen", "elmo_frozen_2threads"]
 
 
 def render(results: Path, out: Path) -> str:
@@ -371,6 +399,8 @@ def section(stem: str, payload: dict, gpu: bool, data: dict) -> tuple[list[str],
         return scaling_section(payload)
     if stem == "embed_small":
         return embed_section(payload)
+    if payload.get("benchmark") == "elmo_frozen":  # elmo_frozen*.json: one file per thread count
+        return elmo_frozen_section(payload)
     if stem == "pretrain_curve":
         from benchmarks.report_curve import curve_section
         return curve_section(payload, table)

