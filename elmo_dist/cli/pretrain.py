@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--optimizer", default="adagrad", help="adagrad (bilm-tf) or adam")
     g.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.2 adagrad, 0.001 adam)")
     g.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up steps")
+    g.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine", "inverse-sqrt"],
+                   help="after the warm-up: constant (bilm-tf), cosine to --min-lr-ratio x lr at --max-steps, "
+                        "or inverse-sqrt")
+    g.add_argument("--min-lr-ratio", type=float, default=0.0, help="the cosine schedule's floor, as a fraction of --lr")
     g.add_argument("--grad-clip", type=float, default=10.0, help="global gradient-norm clip (0: off)")
     g.add_argument("--batch-size", type=int, default=32, help="rows per micro-batch per rank")
     g.add_argument("--num-steps", type=int, default=20, help="tokens per row per batch (BPTT window)")
@@ -98,13 +102,17 @@ def config_from_args(args: argparse.Namespace):
                       tokenizer=args.tokenizer, vocab_min_count=args.min_count, vocab_max_size=args.max_vocab,
                       max_line_bytes=args.max_line_bytes)
     lr = args.lr if args.lr is not None else (0.2 if args.optimizer == "adagrad" else 1e-3)
-    optim = OptimConfig(optimizer=args.optimizer, lr=lr, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip)
+    optim = OptimConfig(optimizer=args.optimizer, lr=lr, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip,
+                        schedule=args.lr_schedule, min_lr_ratio=args.min_lr_ratio)
     train = TrainConfig(batch_size=args.batch_size, num_steps=args.num_steps, grad_accum_steps=args.grad_accum,
                         max_steps=_max_steps(args), max_minutes=args.max_minutes, epochs=args.epochs,
                         precision=args.precision, seed=args.seed, log_every=args.log_every,
                         eval_every=args.eval_every, eval_max_batches=args.eval_max_batches,
                         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
                         wandb_mode=args.wandb)
+    if optim.schedule == "cosine" and args.max_steps is None:
+        raise ValueError("--lr-schedule cosine decays to --min-lr-ratio at --max-steps: give --max-steps "
+                         "(or use --lr-schedule inverse-sqrt, which needs no step budget)")
     return RunConfig(model, data, optim, train)
 
 

@@ -49,6 +49,11 @@ class OptimConfig:
     """Learning rate."""
     warmup_steps: int = 0
     """Linear warm-up of the learning rate over this many optimizer steps."""
+    schedule: str = "constant"
+    """After the warm-up: constant (bilm-tf), cosine (to min_lr_ratio x lr at max_steps) or
+    inverse-sqrt (see train/schedule.py)."""
+    min_lr_ratio: float = 0.0
+    """The cosine schedule's floor, as a fraction of lr."""
     grad_clip: float = 10.0
     """Clip the global gradient norm to this (bilm-tf: 10); 0 disables."""
     weight_decay: float = 0.0
@@ -59,6 +64,11 @@ class OptimConfig:
             raise ValueError(f"OptimConfig.optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
         if self.lr <= 0:
             raise ValueError(f"OptimConfig.lr must be > 0; got {self.lr}")
+        from .schedule import SCHEDULES
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"OptimConfig.schedule must be one of {SCHEDULES}; got {self.schedule!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"OptimConfig.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}")
         if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("OptimConfig.warmup_steps, grad_clip and weight_decay must be >= 0")
 

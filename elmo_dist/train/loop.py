@@ -50,6 +50,7 @@ from .faults import (DEFAULT_COMM_TIMEOUT_S, RankFailure, RunInterrupted, StopSi
 from .metrics import MetricsLogger, abort_loggers, perplexity, read_metrics
 from .rundir import (build_vocabulary, default_device, init_model, load_run_config, make_corpus, resolve_data,
                      vocab_path, write_json)
+from .schedule import learning_rate
 
 DEEPSPEED_FILE = "deepspeed.json"
 """The user's DeepSpeed config (--deepspeed-config), kept in the run directory for --resume."""
@@ -149,8 +150,8 @@ def prepare_run(cfg: RunConfig, run_dir: Path, vocab_file: Optional[Path] = None
 
 
 def _set_lr(optimizer, cfg: RunConfig, step: int) -> float:
-    warm = cfg.optim.warmup_steps
-    lr = cfg.optim.lr * min(1.0, (step + 1) / warm) if warm else cfg.optim.lr
+    o = cfg.optim
+    lr = learning_rate(o.lr, step, o.schedule, o.warmup_steps, cfg.train.max_steps, o.min_lr_ratio)
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr
