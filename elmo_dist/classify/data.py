@@ -74,7 +74,8 @@ def package_data(package: str, relative: str, install: str) -> Path:
     import importlib.util
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"this data set needs the PyPI package {package}: {install}")
+        from elmo_dist.errors import MissingPackage
+        raise MissingPackage(f"this data set needs the PyPI package {package}: {install}")
     path = Path(list(spec.submodule_search_locations)[0]) / relative
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing from {package}; reinstall it ({install})")

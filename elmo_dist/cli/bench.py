@@ -72,7 +72,8 @@ def require_dev_extra(suites: list[str]) -> None:
     missing = [dist for dist, module in (("pytest", "pytest"), ("pytest-benchmark", "pytest_benchmark"))
                if importlib.util.find_spec(module) is None]
     if missing:
-        raise ImportError(f"the benchmark suites need {' and '.join(missing)}, which the dev extra installs: "
+        from elmo_dist.errors import MissingPackage
+        raise MissingPackage(f"the benchmark suites need {' and '.join(missing)}, which the dev extra installs: "
                           'pip install -e ".[dev]"')
 
 

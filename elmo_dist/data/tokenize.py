@@ -27,7 +27,8 @@ def _nltk_method(class_name: str) -> Tokenizer:
     try:
         import nltk.tokenize
     except ImportError as exc:
-        raise ImportError(
+        from elmo_dist.errors import MissingPackage
+        raise MissingPackage(
             f"the {class_name} tokenizer needs nltk: pip install 'nltk>=3.8'"
         ) from exc
     return getattr(nltk.tokenize, class_name)().tokenize

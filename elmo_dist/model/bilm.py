@@ -93,7 +93,7 @@ class BiLM(nn.Module):
         Returns the LMLoss and the final state (detach it before carrying it on).
         """
         if self.softmax is None:
-            raise RuntimeError("this BiLM has no softmax (vocab_size=0); it can embed but not compute an LM loss")
+            raise ValueError("this BiLM has no softmax (vocab_size=0); it can embed but not compute an LM loss")
         mask = token_mask(char_ids)
         x = self.encoder(char_ids)  # (B, T, P)
         fwd, bwd, new_state = self.run_stacks(x, mask, state)

@@ -58,7 +58,8 @@ def resolve_impl(name: str, device: torch.device) -> str:
     if name == "triton" and device.type != "cuda":
         import os
         if os.environ.get("TRITON_INTERPRET") != "1":
-            raise RuntimeError(
+            from elmo_dist.errors import EnvironmentProblem
+            raise EnvironmentProblem(
                 "lstm_impl='triton' needs a CUDA device (this tensor is on "
                 f"{device.type}); use lstm_impl='torch' (the fast CPU path) or 'auto'")
     return name

@@ -32,12 +32,13 @@ from typing import Any, Optional
 import torch
 
 from elmo_dist.data.corpus import SkipReport, split_regions
+from elmo_dist.errors import UsageError
 from elmo_dist.utils import WriteFailed, atomic_write_text, write_failure
 
 PREFIX = "step-"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UsageError, RuntimeError):
     """A checkpoint is missing, truncated or corrupt (the message names it and what to do)."""
 
 

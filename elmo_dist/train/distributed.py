@@ -56,7 +56,8 @@ def ensure_launcher_env() -> bool:
         return False
     if present and set(present) != {"MASTER_ADDR", "MASTER_PORT"} and set(present) != {"MASTER_PORT"}:
         missing = [v for v in LAUNCHER_VARS if v not in os.environ]
-        raise RuntimeError(f"launcher environment is incomplete: {missing} unset while {present} are set; "
+        from elmo_dist.errors import EnvironmentProblem
+        raise EnvironmentProblem(f"launcher environment is incomplete: {missing} unset while {present} are set; "
                            "launch with `deepspeed` or `torchrun`, or unset them all for one process")
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from elmo_dist.errors import UsageError
+
 DEFAULT_COMM_TIMEOUT_S = 600.0
 """The DeepSpeed/torch default process-group timeout (10 minutes)."""
 
@@ -34,7 +36,7 @@ EXIT_STALLED = 75
 """Exit status of a rank ended by its watchdog (EX_TEMPFAIL: rerun with --resume)."""
 
 
-class RankFailure(RuntimeError):
+class RankFailure(UsageError, RuntimeError):
     """A collective failed or timed out: another rank died or hung (the message says what to do)."""
 
 

@@ -290,3 +290,22 @@ def test_binary_file_in_a_corpus_folder_is_left_out_and_counted(world, capfd):
     assert not any("\x00" in word or "ELF" in word for word in words)
     expected = {w for line in (world / "texts" / "a.txt").read_text().splitlines() for w in line.split()}
     assert set(words[3:-1]) == expected
+
+
+def test_a_bug_keeps_its_traceback(capsys):
+    """Only user errors become one line: an unexpected RuntimeError or ImportError is a bug, and
+    its traceback is what a bug report needs."""
+    from elmo_dist.cli.common import run_guarded
+    from elmo_dist.errors import MissingPackage
+
+    def bug():
+        raise RuntimeError("internal invariant broken")
+
+    with pytest.raises(RuntimeError, match="internal invariant"):
+        run_guarded("elmo-dist x", bug)
+
+    def missing():
+        raise MissingPackage("the nltk tokenizer needs nltk: pip install 'nltk>=3.8'")
+
+    assert run_guarded("elmo-dist x", missing) == 2
+    assert capsys.readouterr().err.strip() == "elmo-dist x: error: the nltk tokenizer needs nltk: pip install 'nltk>=3.8'"
