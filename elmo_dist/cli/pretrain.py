@@ -116,10 +116,15 @@ def config_from_args(args: argparse.Namespace):
     return RunConfig(model, data, optim, train)
 
 
+UNLIMITED_STEPS = 1_000_000_000
+"""max_steps when the budget is --max-minutes or --epochs only."""
+
+
 def _max_steps(args) -> int:
+    from elmo_dist.train import TrainConfig
     if args.max_steps is not None:
         return args.max_steps
-    return 1_000_000_000 if args.max_minutes is not None or args.epochs is not None else 100_000
+    return UNLIMITED_STEPS if args.max_minutes is not None or args.epochs is not None else TrainConfig.max_steps
 
 
 def main(argv: Optional[list[str]] = None) -> int:

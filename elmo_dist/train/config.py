@@ -81,7 +81,7 @@ class TrainConfig:
     """Tokens per row per batch: the truncated-BPTT window (bilm-tf: 20)."""
     grad_accum_steps: int = 1
     """Micro-batches per optimizer step."""
-    max_steps: int = 1000
+    max_steps: int = 100_000
     """Stop after this many optimizer steps."""
     max_minutes: Optional[float] = None
     """Also stop after this much wall time (minutes); a checkpoint is written at the stop."""
