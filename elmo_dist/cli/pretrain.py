@@ -128,21 +128,20 @@ def _max_steps(args) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
 
     def run() -> int:
         apply_threads(args.threads)
         from elmo_dist.train import pretrain
+        from elmo_dist.train.loop import resolve_resume
 
         from .paths import check_output_dir
         check_output_dir(args.run_dir, "--run-dir", [("the corpus folder", Path(c)) for c in args.corpus + args.valid])
-        resume = {"no": False, "yes": True, "auto": "auto"}[args.resume]
+        resume = resolve_resume({"no": False, "yes": True, "auto": "auto"}[args.resume], args.run_dir)
         if resume:
-            overrides = {k: v for k, v in (("max_steps", args.max_steps), ("max_minutes", args.max_minutes),
-                                           ("epochs", args.epochs)) if v is not None}
-            cfg = config_from_args(args) if resume == "auto" else None  # "auto" may have to start the run
-            summary = pretrain(cfg, args.run_dir, resume=resume, progress=not args.no_progress, overrides=overrides,
-                               vocab_file=args.vocab, deepspeed_config_file=args.deepspeed_config,
+            summary = pretrain(None, args.run_dir, resume=True, progress=not args.no_progress,
+                               overrides=_resume_overrides(argv, args), deepspeed_config_file=args.deepspeed_config,
                                comm_timeout_s=args.comm_timeout)
         else:
             summary = pretrain(config_from_args(args), args.run_dir, progress=not args.no_progress, vocab_file=args.vocab,
@@ -152,6 +151,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
 
     return run_guarded("elmo-dist pretrain", run)
+
+
+def _resume_overrides(argv: list, args) -> dict:
+    """The safe flags of a resume command line, applied; a changed unsafe one refused (resume_flags)."""
+    from elmo_dist.train.rundir import load_run_config
+
+    from .resume_flags import given_flags, resume_overrides
+    given = given_flags(build_parser, argv)
+    quiet = os.environ.get("RANK", "0") != "0"
+    return resume_overrides(given, config_from_args(args), load_run_config(args.run_dir), args.run_dir, args.vocab,
+                            say=(lambda line: None) if quiet else print)
 
 
 def print_summary(summary: dict, run_dir: Path) -> None:

@@ -164,3 +164,17 @@ def _build(cls, d: dict[str, Any]):
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(known)}")
     return cls(**d)
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """``cfg`` with ``overrides`` set: keys ``section.field`` (``optim.lr``) or a bare TrainConfig
+    field (``max_steps``); each section re-validated."""
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        section, name = key.split(".", 1) if "." in key else ("train", key)
+        if section not in ("model", "data", "optim", "train") or not hasattr(getattr(cfg, section), name):
+            raise ValueError(f"unknown configuration field {key!r}")
+        sections.setdefault(section, {})[name] = value
+    for section, changes in sections.items():
+        setattr(cfg, section, dataclasses.replace(getattr(cfg, section), **changes))
+    return cfg

@@ -40,7 +40,7 @@ from elmo_dist.model import BiLM, BiLMState, LSTMState
 from elmo_dist.utils import check_writable_dir
 
 from . import checkpoint as ckpt
-from .config import RunConfig
+from .config import RunConfig, apply_overrides
 from .distributed import (all_reduce_sum, any_rank, barrier, broadcast_from_main, build_optimizer, config_precision,
                           deepspeed_config, gather_optimizer_state, gather_to_main, init_process_group,
                           initialize_engine, load_optimizer_state, load_user_config, world, zero_stage)
@@ -208,9 +208,7 @@ def pretrain(cfg: Optional[RunConfig], run_dir: Path, resume: bool = False, prog
         raise ValueError(f"{run_dir} holds no checkpoint to resume, and no configuration to start from was given")
     resume = resolve_resume(resume, run_dir)
     if resume:
-        cfg = load_run_config(run_dir)
-        if overrides:
-            cfg.train = type(cfg.train)(**{**cfg.train.__dict__, **overrides})
+        cfg = apply_overrides(load_run_config(run_dir), overrides or {})
         vocab = Vocabulary.from_file(vocab_path(run_dir))
         if user_ds is None and (run_dir / DEEPSPEED_FILE).is_file():
             user_ds = load_user_config(run_dir / DEEPSPEED_FILE)

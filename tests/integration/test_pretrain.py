@@ -265,3 +265,25 @@ def test_epochs_train_every_target_exactly_twice_across_a_resume(tmp_path, corpu
     assert summary["stop_reason"] == "epochs" and summary["epochs"] == 2.0
     assert summary["targets_trained"] == {"fwd": want, "bwd": want}
     assert summary["tokens_seen"] == want + 2 * len(train.read_text().splitlines())  # + one <S> or </S> per line
+
+
+def test_resume_applies_safe_flags_and_refuses_changed_unsafe_ones(tmp_path, corpus, capsys):
+    train, valid = corpus
+    run = tmp_path / "r"
+    base = ["pretrain", "--run-dir", str(run), "--corpus", str(train), "--valid", str(valid), "--preset", "tiny",
+            "--batch-size", "2", "--num-steps", "5", "--log-every", "1", "--eval-every", "0", "--wandb", "disabled",
+            "--no-progress", "--optimizer", "adam", "--lr", "1e-3"]
+    assert cli([*base, "--max-steps", "2"]) == 0
+    capsys.readouterr()
+    # The same command line with a new budget and learning rate: both applied, the change said.
+    assert cli([*base, "--resume", "auto", "--max-steps", "3", "--lr", "5e-4"]) == 0
+    out = capsys.readouterr().out
+    assert "resume: --lr 0.0005 replaces the run's 0.001" in out and "resumed from" in out
+    lrs = {r["step"]: r["lr"] for r in read_metrics(run, "train")}
+    assert lrs[2] == pytest.approx(1e-3) and lrs[3] == pytest.approx(5e-4)
+    for flag, value in (("--batch-size", "4"), ("--preset", "small"), ("--num-steps", "7"), ("--seed", "9")):
+        argv = [*base, "--resume", "--max-steps", "4", flag, value]
+        assert cli(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{flag} differs from the run's" in err[0], err
+    assert [p.name for p in list_checkpoints(run)][-1] == "step-00000003"  # nothing trained by the refusals
