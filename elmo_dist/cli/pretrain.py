@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (0: only at the end)")
     g.add_argument("--keep-checkpoints", type=int, default=3, help="keep the newest N checkpoints")
     g.add_argument("--log-every", type=int, default=20, help="train metrics every N steps")
-    g.add_argument("--wandb", default="offline", help="wandb mode: offline, online or disabled")
+    g.add_argument("--wandb", default=None, choices=["offline", "online", "disabled"],
+                   help="wandb mode (default: $WANDB_MODE if set, else offline); the flag beats the environment")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     g = p.add_argument_group("distributed")
     g.add_argument("--deepspeed-config", "--deepspeed_config", dest="deepspeed_config", type=Path, default=None,
@@ -109,11 +110,17 @@ def config_from_args(args: argparse.Namespace):
                         precision=args.precision, seed=args.seed, log_every=args.log_every,
                         eval_every=args.eval_every, eval_max_batches=args.eval_max_batches,
                         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-                        wandb_mode=args.wandb)
+                        wandb_mode=args.wandb or _wandb_mode_from_env() or TrainConfig.wandb_mode)
     if optim.schedule == "cosine" and args.max_steps is None:
         raise ValueError("--lr-schedule cosine decays to --min-lr-ratio at --max-steps: give --max-steps "
                          "(or use --lr-schedule inverse-sqrt, which needs no step budget)")
     return RunConfig(model, data, optim, train)
+
+
+def _wandb_mode_from_env() -> Optional[str]:
+    """$WANDB_MODE in --wandb's terms (wandb's older names included), or None."""
+    value = os.environ.get("WANDB_MODE", "").strip().lower()
+    return {"dryrun": "offline", "run": "online"}.get(value, value) if value else None
 
 
 UNLIMITED_STEPS = 1_000_000_000

@@ -20,6 +20,10 @@ def perplexity(nll_sum: float, count: float) -> float:
     return math.exp(mean) if mean < 700 else float("inf")
 
 
+WANDB_ID_FILE = "wandb_id.txt"
+"""The W&B run id of a run directory, so that every resume logs into the same W&B run."""
+
+
 class MetricsLogger:
     def __init__(self, run_dir: Path, config: dict[str, Any], wandb_mode: str = "offline",
                  project: str = "elmo-dist", enabled: bool = True, resume: bool = False):
@@ -29,14 +33,20 @@ class MetricsLogger:
         if not enabled:
             return
         if wandb_mode != "disabled":
-            os.environ.setdefault("WANDB_MODE", wandb_mode)
+            os.environ["WANDB_MODE"] = wandb_mode  # the run's setting beats the environment's
             os.environ.setdefault("WANDB_SILENT", "true")
+            id_file = Path(run_dir) / WANDB_ID_FILE
+            run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
             try:
                 import wandb
                 _ACTIVE.add(self)
-                self._wandb = wandb.init(project=project, dir=str(run_dir), config=config,
-                                         mode=wandb_mode, name=Path(run_dir).name,
-                                         resume="allow" if resume else None, reinit="finish_previous")
+                # A resume continues the same W&B run: its id is kept in the run directory.
+                self._wandb = wandb.init(project=project, dir=str(run_dir), config=config, mode=wandb_mode,
+                                         name=Path(run_dir).name, id=run_id, resume="allow" if run_id else None,
+                                         reinit="finish_previous")
+                if run_id is None:
+                    from elmo_dist.utils import atomic_write_text
+                    atomic_write_text(id_file, self._wandb.id + "\n")
             except Exception as e:  # logging must never kill a training run
                 print(f"warning: wandb disabled ({type(e).__name__}: {e}); metrics still go to {self.path}")
                 self._wandb = None

@@ -9,8 +9,9 @@ from elmo_dist.model import preset
 from elmo_dist.train import DataConfig, OptimConfig, TrainConfig
 
 
-def test_pretrain_flags_default_to_the_run_config_dataclasses():
+def test_pretrain_flags_default_to_the_run_config_dataclasses(monkeypatch):
     from elmo_dist.cli.pretrain import build_parser, config_from_args
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # --wandb's default is $WANDB_MODE, else the field's
     cfg = config_from_args(build_parser().parse_args([]))
     assert cfg.train == TrainConfig()
     assert cfg.optim == OptimConfig()
@@ -37,3 +38,12 @@ def test_every_run_config_field_is_documented():
         for f in dataclasses.fields(cls):
             decl = source.index(f"    {f.name}: ", source.index(f"class {cls.__name__}"))
             assert '"""' in source[decl:decl + 400].split("\n", 2)[1], f"{cls.__name__}.{f.name} has no docstring"
+
+
+def test_wandb_flag_beats_the_environment(monkeypatch):
+    from elmo_dist.cli.pretrain import build_parser, config_from_args
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert config_from_args(build_parser().parse_args(["--wandb", "offline"])).train.wandb_mode == "offline"
+    assert config_from_args(build_parser().parse_args([])).train.wandb_mode == "online"
+    monkeypatch.setenv("WANDB_MODE", "dryrun")
+    assert config_from_args(build_parser().parse_args([])).train.wandb_mode == "offline"
