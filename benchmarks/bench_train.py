@@ -19,7 +19,7 @@ from elmo_dist.data import Corpus, Vocabulary, WindowBatcher, count_words, ptb_p
 from elmo_dist.model import BiLM, preset
 from elmo_dist.train.distributed import build_optimizer, deepspeed_config, initialize_engine
 from elmo_dist.train.config import OptimConfig, TrainConfig
-from elmo_dist.train.loop import LMObjective
+from elmo_dist.train.objective import LMObjective
 from elmo_dist.train.rundir import cache_dir
 
 B, T = 32, 20

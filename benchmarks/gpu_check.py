@@ -179,7 +179,12 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(
+    # Each part is a process of its own: launcher variables of a caller (a torchrun, or a test
+    # process whose in-process runs hold MASTER_PORT) would make part e join a group not its own.
+    launcher_vars = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE",
+                     "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT")
+    env = {k: v for k, v in os.environ.items() if k not in launcher_vars}  # (no elmo_dist.train import: no DeepSpeed needed here)
+    env.update(PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(
         p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
     if args.dry_run:
         env["TRITON_INTERPRET"] = "1"

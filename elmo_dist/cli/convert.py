@@ -111,7 +111,7 @@ def _make_run(cfg, run_dir: Path, vocab_file: Optional[Path], progress: bool, im
     from elmo_dist.data import WindowBatcher
     from elmo_dist.model import BiLM
     from elmo_dist.model.allennlp_format import load_softmax, read_softmax_config
-    from elmo_dist.train.checkpoint import save_checkpoint
+    from elmo_dist.train.checkpoint import build_state, save_checkpoint
     from elmo_dist.train.distributed import build_optimizer
     from elmo_dist.train.loop import prepare_run
     from elmo_dist.train.rundir import make_corpus
@@ -130,13 +130,10 @@ def _make_run(cfg, run_dir: Path, vocab_file: Optional[Path], progress: bool, im
         load_softmax(model, softmax_file)
     tc = cfg.train
     batcher = WindowBatcher(make_corpus(cfg.data.train, cfg.data), vocab, tc.batch_size, tc.num_steps)
-    state = {
-        "model": model.state_dict(),
-        # A fresh optimizer's state (Adagrad's initial accumulators, or Adam's empty state), so
-        # that the resume path loads it like any other checkpoint.
-        "optimizer": build_optimizer(model.parameters(), cfg.optim).state_dict(),
-        "step": 0, "tokens_seen": 0, "rng_cpu": torch.get_rng_state(), "lstm_state_rank0": {},
-    }
+    # A fresh optimizer's state (Adagrad's initial accumulators, or Adam's empty state), so that
+    # the resume path loads it like any other checkpoint; one rank, no carried LSTM state yet.
+    state = build_state(model.state_dict(), build_optimizer(model.parameters(), cfg.optim).state_dict(), 0, 0,
+                        [{"lstm": {}, "rng_cpu": torch.get_rng_state()}])
     meta = {"reason": "converted", "config": cfg.to_dict(), "source": source, "world_size": 1,
             "grad_accum_steps": tc.grad_accum_steps}
     return save_checkpoint(run_dir, 0, state, {0: batcher.state_dict()}, meta, tc.keep_checkpoints)

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("budget, evaluation, checkpoints, logging")
     g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (default 100000; no step limit with --max-minutes or --epochs)")
     g.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time (a checkpoint is written)")
+    g.add_argument("--early-stop-patience", type=int, default=None,
+                   help="stop when held-out perplexity has not improved for N evaluations in a row (--eval-every); "
+                        "the best checkpoint is kept as RUN/checkpoints/best whenever periodic evaluations run")
     g.add_argument("--epochs", type=int, default=None,
                    help="stop after this many passes over the training corpus (every token exactly that many times)")
     g.add_argument("--eval-every", type=int, default=500, help="held-out perplexity every N steps (0: only at the end)")
@@ -107,6 +110,7 @@ def config_from_args(args: argparse.Namespace):
                         schedule=args.lr_schedule, min_lr_ratio=args.min_lr_ratio)
     train = TrainConfig(batch_size=args.batch_size, num_steps=args.num_steps, grad_accum_steps=args.grad_accum,
                         max_steps=_max_steps(args), max_minutes=args.max_minutes, epochs=args.epochs,
+                        early_stop_patience=args.early_stop_patience,
                         precision=args.precision, seed=args.seed, log_every=args.log_every,
                         eval_every=args.eval_every, eval_max_batches=args.eval_max_batches,
                         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
@@ -123,12 +127,9 @@ def _wandb_mode_from_env() -> Optional[str]:
     return {"dryrun": "offline", "run": "online"}.get(value, value) if value else None
 
 
-UNLIMITED_STEPS = 1_000_000_000
-"""max_steps when the budget is --max-minutes or --epochs only."""
-
-
 def _max_steps(args) -> int:
     from elmo_dist.train import TrainConfig
+    from elmo_dist.train.budget import UNLIMITED_STEPS
     if args.max_steps is not None:
         return args.max_steps
     return UNLIMITED_STEPS if args.max_minutes is not None or args.epochs is not None else TrainConfig.max_steps

@@ -15,6 +15,7 @@ from pathlib import Path
 
 SAFE = {  # argparse dest -> (config section, field)
     "max_steps": ("train", "max_steps"), "max_minutes": ("train", "max_minutes"), "epochs": ("train", "epochs"),
+    "early_stop_patience": ("train", "early_stop_patience"),
     "lr": ("optim", "lr"), "lr_schedule": ("optim", "schedule"), "min_lr_ratio": ("optim", "min_lr_ratio"),
     "warmup_steps": ("optim", "warmup_steps"), "grad_clip": ("optim", "grad_clip"),
     "eval_every": ("train", "eval_every"), "eval_max_batches": ("train", "eval_max_batches"),

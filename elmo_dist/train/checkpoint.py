@@ -36,6 +36,8 @@ from elmo_dist.errors import UsageError
 from elmo_dist.utils import WriteFailed, atomic_write_text, write_failure
 
 PREFIX = "step-"
+BEST = "best"
+"""The checkpoint of the best held-out perplexity so far (kept beside the newest ones)."""
 
 
 class CheckpointError(UsageError, RuntimeError):
@@ -55,12 +57,36 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
 
 
+def build_state(model: dict, optimizer: dict, step: int, tokens_seen: int, ranks: list[dict], **extra) -> dict:
+    """state.pt's contents: the model and optimizer state dicts, the step, and per rank k (from
+    ``ranks[k]``: "lstm", "rng_cpu", optional "rng_cuda" and "targets") the carried LSTM state,
+    RNG states and trained-target counts. :func:`rank_state` reads one rank's part back."""
+    state = {"model": model, "optimizer": optimizer, "step": step, "tokens_seen": tokens_seen,
+             "rng_cpu": ranks[0]["rng_cpu"], **extra}
+    for k, r in enumerate(ranks):
+        state[f"lstm_state_rank{k}"] = r.get("lstm", {})
+        state[f"rng_cpu_rank{k}"] = r["rng_cpu"]
+        for key in ("rng_cuda", "targets"):
+            if r.get(key) is not None:
+                state[f"{key}_rank{k}"] = r[key]
+    return state
+
+
+def rank_state(state: dict, rank: int) -> dict:
+    """Rank ``rank``'s part of :func:`build_state`'s dict ("lstm", "rng_cpu", "rng_cuda", "targets";
+    None where absent; older checkpoints kept rank 0's RNG state under "rng_cpu" only)."""
+    return {"lstm": state.get(f"lstm_state_rank{rank}", {}),
+            "rng_cpu": state.get(f"rng_cpu_rank{rank}", state.get("rng_cpu") if rank == 0 else None),
+            "rng_cuda": state.get(f"rng_cuda_rank{rank}"), "targets": state.get(f"targets_rank{rank}")}
+
+
 def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], data_states: dict[int, dict],
-                    meta: dict[str, Any], keep: int) -> Path:
-    """Writes checkpoint ``step`` atomically and prunes to the newest ``keep``."""
+                    meta: dict[str, Any], keep: int, name: Optional[str] = None) -> Path:
+    """Writes checkpoint ``step`` atomically (as ``name`` instead of step-NNNNNNNN if given, e.g.
+    :data:`BEST`, replacing the previous one of that name) and prunes to the newest ``keep``."""
     root = checkpoint_dir(run_dir)
-    final = root / f"{PREFIX}{step:08d}"
-    tmp = root / f".tmp-{PREFIX}{step:08d}"
+    final = root / (name or f"{PREFIX}{step:08d}")
+    tmp = root / f".tmp-{final.name}"
     try:
         root.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
@@ -86,7 +112,7 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], data_states
     _sync_dir(root)
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(f".tmp-{PREFIX}*"):  # left by a writer that was killed mid-write
+    for stale in root.glob(".tmp-*"):  # left by a writer that was killed mid-write
         shutil.rmtree(stale, ignore_errors=True)
     return final
 

@@ -85,6 +85,10 @@ class TrainConfig:
     """Stop after this many optimizer steps."""
     max_minutes: Optional[float] = None
     """Also stop after this much wall time (minutes); a checkpoint is written at the stop."""
+    early_stop_patience: Optional[int] = None
+    """Stop when held-out perplexity has not improved for this many evaluations in a row (every
+    eval_every steps; needs a valid corpus). The best one's checkpoint is kept as checkpoints/best
+    whenever periodic evaluations run."""
     epochs: Optional[int] = None
     """Also stop after this many passes over the training corpus (bilm-tf's n_epochs): every
     batch row reads its region exactly this many times, rows that finish first pad, and the
@@ -115,6 +119,8 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0; got {getattr(self, name)}")
+        if self.early_stop_patience is not None and int(self.early_stop_patience) < 1:
+            raise ValueError(f"TrainConfig.early_stop_patience must be >= 1 or None; got {self.early_stop_patience}")
         if self.epochs is not None and int(self.epochs) < 1:
             raise ValueError(f"TrainConfig.epochs must be >= 1 or None; got {self.epochs}")
         if self.max_minutes is not None and self.max_minutes <= 0:
