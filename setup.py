@@ -34,7 +34,7 @@ setup(
         "nltk>=3.8",
         "h5py>=3.8",
         "tqdm>=4.60",
-        # 0.19.10: wandb.init(reinit="finish_previous") (train/metrics.py).
+        # 0.19.10: wandb.init(reinit="finish_previous") (elmo_dist/metrics.py).
         "wandb>=0.19.10",
         "numpy>=1.24",
         # Embedded defaults: Penn Treebank LM data (pretrain) and BBC News (classify), plus

@@ -9,7 +9,7 @@ times): a re-run with the same documents and model reads the cache instead of ru
 In memory the layers are float16 (half the memory; the classifier computes in float32).
 
 The random-init control (``--baselines``) exports the same documents with the same biLM
-configuration, untrained: the weights ``elmo_dist.train.rundir.init_model`` gives (what
+configuration, untrained: the weights ``elmo_dist.runs.untrained_bilm`` gives (what
 ``elmo-dist pretrain`` starts from), with the run's seed, or ``ALLENNLP_INIT_SEED`` for
 AllenNLP files. Its cache files are ``OUT/cache/random-init-<key>.hdf5``, keyed by
 ``random_init_fingerprint`` (the model configuration and the seed), so both exports are kept.
@@ -93,8 +93,8 @@ def model_fingerprint(run_dir: Optional[Path] = None, checkpoint: Optional[Path]
         return [str(p), s.st_size, s.st_mtime_ns]
 
     if run_dir is not None:
-        from elmo_dist.train.checkpoint import list_checkpoints
-        chosen = [checkpoint] if checkpoint is not None else list_checkpoints(run_dir)
+        from elmo_dist.runs import checkpoint_paths
+        chosen = [checkpoint] if checkpoint is not None else checkpoint_paths(run_dir)
         if not chosen:
             raise FileNotFoundError(f"{run_dir}: no checkpoints; train first with "
                                     f"`elmo-dist pretrain --run-dir {run_dir}`")
@@ -111,9 +111,8 @@ def random_init_source(run_dir: Optional[Path] = None, options: Optional[Path] =
     """(ModelConfig, seed) of the control: a run's config.json model and train.seed, or the
     options.json model with ``ALLENNLP_INIT_SEED``."""
     if run_dir is not None:
-        from elmo_dist.train.rundir import load_run_config
-        cfg = load_run_config(Path(run_dir))
-        return cfg.model, cfg.train.seed
+        from elmo_dist.runs import run_model_config
+        return run_model_config(run_dir)
     if options is None:
         raise ValueError("random-init control: needs a run directory or an options.json")
     from elmo_dist.model.allennlp_format import read_options
@@ -128,26 +127,15 @@ def random_init_fingerprint(model_config, seed: int) -> dict:
 def load_random_init(model_config, seed: int, device: Optional[str] = None):
     """The untrained biLM ``init_model(model_config, seed)``, stateless, in eval mode, on
     ``device``; the caller's global RNG state is left as it was."""
-    from elmo_dist.train.rundir import init_model
-    with torch.random.fork_rng(devices=[]):
-        model = init_model(model_config, seed, stateful=False)
-    from elmo_dist.utils import pick_device
-    dev = pick_device(device)
-    return model.to(dev).eval()
+    from elmo_dist.runs import untrained_bilm
+    return untrained_bilm(model_config, seed, device)
 
 
 def load_bilm(run_dir: Optional[Path] = None, checkpoint: Optional[Path] = None, options: Optional[Path] = None,
               weights: Optional[Path] = None, device: Optional[str] = None):
     """A stateless biLM in eval mode from a run directory or bilm-tf/AllenNLP files."""
-    if run_dir is not None:
-        from elmo_dist.train.rundir import load_model
-        model, _, _ = load_model(run_dir, checkpoint, stateful=False)
-    else:
-        from elmo_dist.model import BiLM
-        model = BiLM.from_allennlp(options, weights, stateful=False)
-    from elmo_dist.utils import pick_device
-    dev = pick_device(device)
-    return model.to(dev).eval()
+    from elmo_dist import runs
+    return runs.load_bilm(run_dir, checkpoint, options, weights, device, stateful=False)
 
 
 def cached_export(tokens: Sequence[Sequence[str]], cache_dir: Path, fingerprint: dict, load_model,

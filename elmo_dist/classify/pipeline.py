@@ -251,7 +251,7 @@ def _device(cfg: ClassifyConfig) -> torch.device:
 
 def run_classify(cfg: ClassifyConfig, progress: bool = True, say=print) -> dict:
     """Runs everything (see the module docstring) and returns the results dict it writes."""
-    from elmo_dist.train.metrics import MetricsLogger
+    from elmo_dist.metrics import MetricsLogger
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

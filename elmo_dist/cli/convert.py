@@ -57,8 +57,9 @@ def _from_parser() -> argparse.ArgumentParser:
 
 
 def to_allennlp(run: Path, out_dir: Path, checkpoint: Optional[Path]) -> dict:
-    from elmo_dist.train.rundir import load_model, vocab_path
-    model, _, _ = load_model(run, checkpoint)
+    from elmo_dist.runs import load_run
+    from elmo_dist.train.rundir import vocab_path
+    model, _, _ = load_run(run, checkpoint)
     paths = model.to_allennlp(out_dir)
     if "softmax" in paths:
         paths["vocab"] = Path(out_dir) / "vocab.txt"

@@ -32,12 +32,13 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     def run() -> int:
         apply_threads(args.threads)
-        from elmo_dist.train import evaluate_perplexity, load_model
+        from elmo_dist.runs import load_run
+        from elmo_dist.train import evaluate_perplexity
         from elmo_dist.train.rundir import default_device, make_corpus, ptb_test_path, run_inputs, write_json
 
         from .paths import check_output_file
         specs = args.corpus or [str(ptb_test_path())]
-        model, cfg, vocab = load_model(args.run_dir, args.checkpoint)
+        model, cfg, vocab = load_run(args.run_dir, args.checkpoint)
         corpus = make_corpus(specs, cfg.data)
         check_output_file(args.out, "--out", [("a corpus file", f) for f in corpus.files + corpus.binary_files]
                           + run_inputs(args.run_dir))

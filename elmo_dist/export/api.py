@@ -16,34 +16,14 @@ cut with ``long_lines="cut"``.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from elmo_dist.runs import load_bilm
+
 from .embedder import Embedder
 from .lines import ArrayStore, OutputSpec, embed_lines, empty_result
-
-
-def load_bilm(run_dir: Optional[Path | str] = None, checkpoint: Optional[Path | str] = None,
-              options: Optional[Path | str] = None, weights: Optional[Path | str] = None,
-              device: Optional[str] = None, stateful: bool = False):
-    """The biLM of a run directory (its latest valid checkpoint, or ``checkpoint``) or of
-    bilm-tf/AllenNLP ``options`` + ``weights`` files, in eval mode on ``device`` (default: cuda
-    when available)."""
-    from elmo_dist.utils import pick_device
-    if run_dir is not None and (options or weights):
-        raise ValueError("give either --run-dir or --options/--weights, not both")
-    chosen = pick_device(device)  # a missing device fails before the model is read
-    if run_dir is not None:
-        from elmo_dist.train.rundir import load_model
-        model, _, _ = load_model(Path(run_dir), Path(checkpoint) if checkpoint else None, stateful=stateful)
-    elif options and weights:
-        from elmo_dist.model import BiLM
-        model = BiLM.from_allennlp(options, weights, stateful=stateful)
-    else:
-        raise ValueError("no model: give --run-dir RUN, or --options options.json and --weights lm_weights.hdf5")
-    return model.to(chosen).eval()
 
 
 def load_embedder(run_dir=None, checkpoint=None, options=None, weights=None, device: Optional[str] = None,

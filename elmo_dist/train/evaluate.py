@@ -20,7 +20,7 @@ from tqdm import tqdm
 from elmo_dist.data import Corpus, Vocabulary, WindowBatcher
 from elmo_dist.model import BiLM
 
-from .metrics import perplexity
+from elmo_dist.metrics import perplexity
 
 
 def reduce_sums(sums: torch.Tensor, device: torch.device) -> torch.Tensor:

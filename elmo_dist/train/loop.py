@@ -35,7 +35,7 @@ from . import checkpoint as ckpt
 from .config import RunConfig, apply_overrides
 from .distributed import config_precision, init_process_group, load_user_config, world
 from .faults import DEFAULT_COMM_TIMEOUT_S, RankFailure, Watchdog, describe_collective_error
-from .metrics import abort_loggers
+from elmo_dist.metrics import abort_loggers
 from .rundir import build_vocabulary, load_run_config, resolve_data, vocab_path, write_json
 from .trainer import Position, Trainer
 

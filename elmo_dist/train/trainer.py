@@ -33,7 +33,7 @@ from .distributed import (all_reduce_sum, any_rank, barrier, broadcast_from_main
                           gather_optimizer_state, gather_to_main, initialize_engine, load_optimizer_state, zero_stage)
 from .evaluate import evaluate_perplexity
 from .faults import RunInterrupted, StopSignals
-from .metrics import MetricsLogger, perplexity, read_metrics
+from elmo_dist.metrics import MetricsLogger, perplexity, read_metrics
 from .objective import LMObjective, rank_seed, state_from_dict, state_to_dict
 from .rundir import default_device, init_model, make_corpus, write_json
 from .schedule import learning_rate

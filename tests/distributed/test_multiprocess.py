@@ -26,7 +26,7 @@ from elmo_dist.model import BiLM
 from elmo_dist.train import RunConfig, pretrain
 from elmo_dist.train.checkpoint import list_checkpoints
 from elmo_dist.train.distributed import build_optimizer
-from elmo_dist.train.metrics import read_metrics
+from elmo_dist.metrics import read_metrics
 from elmo_dist.train.rundir import make_corpus
 
 from ._launch import (REPO, Procs, bare_ranks, deepspeed_node, free_port, pretrain_args, torchrun, worker_pid,

@@ -12,7 +12,7 @@ import torch
 from elmo_dist.cli import main as cli
 from elmo_dist.train import pretrain
 from elmo_dist.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-from elmo_dist.train.metrics import read_metrics
+from elmo_dist.metrics import read_metrics
 from tests.corpus import micro_run_config, write_corpus
 
 pytestmark = pytest.mark.timeout(300)
@@ -287,3 +287,27 @@ def test_resume_applies_safe_flags_and_refuses_changed_unsafe_ones(tmp_path, cor
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"{flag} differs from the run's" in err[0], err
     assert [p.name for p in list_checkpoints(run)][-1] == "step-00000003"  # nothing trained by the refusals
+
+
+def test_early_stop_keeps_the_best_checkpoint(tmp_path, corpus, monkeypatch):
+    """Held-out perplexities scripted per evaluation (step 0, 2, 4, ...): the best is at step 4;
+    with patience 2 the run stops at step 8, and checkpoints/best holds step 4's weights."""
+    from elmo_dist.train import trainer
+    from elmo_dist.train.checkpoint import BEST, load_checkpoint
+    script = iter([100.0, 50.0, 40.0, 45.0, 47.0, 30.0, 20.0])
+    real = trainer.evaluate_perplexity
+
+    def scripted(model, *args, **kwargs):
+        return {**real(model, *args, **kwargs), "ppl": next(script)}
+
+    monkeypatch.setattr(trainer, "evaluate_perplexity", scripted)
+    run = tmp_path / "r"
+    summary = pretrain(micro_run_config(*corpus, max_steps=100, eval_every=2, early_stop_patience=2,
+                                        checkpoint_every=0), run, progress=False)
+    assert summary["stop_reason"] == "early_stop" and summary["step"] == 8
+    assert summary["best"]["step"] == 4 and summary["best"]["ppl"] == 40.0
+    state, _, meta = load_checkpoint(run / "checkpoints" / BEST)
+    assert meta["step"] == 4 and meta["reason"] == "best" and state["step"] == 4
+    final = load_checkpoint(list_checkpoints(run)[-1])[0]
+    assert final["step"] == 8 and any(not torch.equal(state["model"][k], final["model"][k]) for k in state["model"])
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000008"]  # best is kept beside, not among them

@@ -4,7 +4,7 @@ import pytest
 
 def test_resume_keeps_the_wandb_run_id(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
-    from elmo_dist.train.metrics import WANDB_ID_FILE, MetricsLogger
+    from elmo_dist.metrics import WANDB_ID_FILE, MetricsLogger
     monkeypatch.setenv("WANDB_MODE", "online")  # the environment says online; the run says offline
     monkeypatch.setenv("WANDB_SILENT", "true")
     first = MetricsLogger(tmp_path, {"a": 1}, wandb_mode="offline")
