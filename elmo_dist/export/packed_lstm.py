@@ -18,7 +18,7 @@ What never needs running (all exact, since every sentence starts from a zero sta
 So a sentence of n tokens costs n - 1 steps per direction instead of n + 2 (11% fewer at the
 20-30 token sentences of benchmarks/bench_embed.py, steps being ~90% of the work).
 
-Math (DESIGN.md; gate order i, j, f, o in the stored weights, forget bias +1 added here):
+Math (docs/DESIGN.md; gate order i, j, f, o in the stored weights, forget bias +1 added here):
     z = x_t W_in + h W_rec + B + [0, 0, 1, 0];  c = clip(sig(f) c + sig(i) tanh(j));
     h = clip((sig(o) tanh(c)) W_P);  layer k >= 1 adds its input (use_skip_connections).
 Arithmetic choices, exact in floating point, that save elementwise passes (a third of a step's

@@ -2,7 +2,7 @@
 
 One table, :func:`weight_table`, lists every HDF5 dataset of a model with its shape and the
 parameter it maps to, so import and export are the same code read in two directions and a
-round trip is exact (float32 both ways). Layout (DESIGN.md, "Facts of the ELMo format"):
+round trip is exact (float32 both ways). Layout (docs/DESIGN.md, "The ELMo model and its stored format"):
 
     char_embed                  (261, d)            rows 1.. of the (262, d) embedding; row 0 = padding
     CNN/W_cnn_{i}               (1, w_i, d, n_i)    Conv1d weight (n_i, d, w_i), transposed

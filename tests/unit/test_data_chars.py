@@ -1,4 +1,4 @@
-"""ELMo character ids, with expectations written out from the DESIGN.md rule.
+"""ELMo character ids, with expectations written out from the rule in docs/DESIGN.md.
 
 Unshifted: begin-of-word 258, end-of-word 259, padding 260, <S> 256, </S> 257, bytes 0..255;
 every id is shifted by +1. So shifted: BOW 259, EOW 260, PAD 261, <S> 257, </S> 258, byte b -> b+1.
