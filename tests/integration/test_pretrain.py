@@ -311,3 +311,37 @@ def test_early_stop_keeps_the_best_checkpoint(tmp_path, corpus, monkeypatch):
     final = load_checkpoint(list_checkpoints(run)[-1])[0]
     assert final["step"] == 8 and any(not torch.equal(state["model"][k], final["model"][k]) for k in state["model"])
     assert [p.name for p in list_checkpoints(run)] == ["step-00000008"]  # best is kept beside, not among them
+
+
+def test_sigterm_during_start_up_then_the_same_command_runs(tmp_path, corpus):
+    """SIGTERM while the run starts (config.json written, no checkpoint yet) kills it before any
+    checkpoint; running the same command line again trains the run to its end."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from elmo_dist.train.distributed import LAUNCHER_VARS
+    train, valid = corpus
+    run = tmp_path / "r"
+    cmd = [sys.executable, "-m", "elmo_dist", "pretrain", "--run-dir", str(run), "--corpus", str(train), "--valid",
+           str(valid), "--preset", "tiny", "--batch-size", "2", "--num-steps", "5", "--max-steps", "3",
+           "--eval-every", "0", "--wandb", "disabled", "--no-progress"]
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
+    with open(tmp_path / "first.log", "w") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.time() + 240
+            while not (run / "config.json").exists() and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.005)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+        finally:
+            proc.kill()
+    assert (run / "config.json").exists(), (tmp_path / "first.log").read_text()[-2000:]
+    assert proc.returncode != 0 and not list_checkpoints(run), (tmp_path / "first.log").read_text()[-2000:]
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "starting the run over" in again.stdout
+    assert json.loads((run / "summary.json").read_text())["step"] == 3

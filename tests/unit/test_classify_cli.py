@@ -120,7 +120,7 @@ def test_on_the_fly_export_is_cached_and_matches_the_bilm(tmp_path, capsys, monk
         assert np.allclose(f["0"][...], bilm(batch_to_ids([tokens])).layers[0].numpy(), atol=1e-5)
 
     def no_model(*a, **k):
-        raise RuntimeError("the cached export should have been used")
+        raise ValueError("the cached export should have been used")  # a user-error kind: exit 2, one line
     monkeypatch.setattr("elmo_dist.classify.layers.load_bilm", no_model)
     assert main(argv) == 0
     second = json.loads((out / "results.json").read_text())
