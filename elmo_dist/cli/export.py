@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_bilm(args, stateful: bool):
     """The biLM named by --run-dir or --options/--weights, in eval mode on the chosen device."""
-    from elmo_dist.export.api import load_bilm as load
+    from elmo_dist.runs import load_bilm as load
     return load(args.run_dir, args.checkpoint, args.options, args.weights, args.device, stateful=stateful)
 
 

@@ -32,7 +32,7 @@ def assert_same_tensors(a: dict, b: dict) -> None:
 def trained_run(tmp_path_factory):
     """A 2-step pretraining run, and the weights the trainer handed to its DeepSpeed engine (its
     starting point, captured from inside `pretrain`)."""
-    import elmo_dist.train.loop as loop
+    import elmo_dist.train.trainer as loop  # the module whose Trainer builds the engine
     tmp = tmp_path_factory.mktemp("run")
     train, valid = write_corpus(tmp / "train.txt", 200), write_corpus(tmp / "valid.txt", 20, seed=1)
     model = ModelConfig(lstm_dim=16, projection_dim=4, n_layers=2, char_embed_dim=4, filters=[[1, 4], [2, 4]],
