@@ -26,10 +26,9 @@ setup(
         # torch 2.4: torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype
         # (model/softmax.py). Tested on 2.13.0 (CPU); 2.11 is what the CUDA machines have.
         "torch>=2.4,<3",
-        # Tight on purpose: checkpoints gather and restore the ZeRO 1/2 optimizer state through
-        # DeepSpeed's private attributes (bit16_groups, single_partition_of_fp32_groups,
-        # real_dp_process_group, _hp_mapping; train/distributed.py), which any minor release
-        # may change. Tested on 0.19.8; widen once that goes through a public API.
+        # The ZeRO 1/2 optimizer state goes through DeepSpeed's public safe_get/set_full_optimizer_state
+        # (train/optimizer_state.py); the restore relies on DeepSpeed linking the state after the
+        # first step, as 0.19 does. Tested on 0.19.8: widen when another minor release is tested.
         "deepspeed>=0.19,<0.20",
         "nltk>=3.8",
         "h5py>=3.8",

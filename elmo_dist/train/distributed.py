@@ -1,4 +1,4 @@
-"""DeepSpeed wiring: launcher environment, process group, engine config, portable optimizer state.
+"""DeepSpeed wiring: launcher environment, process group, engine config, collectives.
 
 One code path serves one process and N nodes: when no launcher set RANK/WORLD_SIZE/... (a plain
 ``elmo-dist pretrain``), we set the single-process values ourselves, because without them
@@ -10,10 +10,8 @@ precision) plus an optional user file (``--deepspeed-config``, see launch/) that
 settings: the ZeRO stage and its buckets, communication dtypes. Keys that would contradict the
 run's own settings are rejected with the flag to use instead.
 
-Optimizer state under ZeRO 1/2 is partitioned across ranks in flat fp32 buffers. Checkpoints
-store it gathered and keyed by parameter name (:func:`gather_optimizer_state`), so they hold
-tensors only (``torch.load(weights_only=True)``) and load under any ZeRO stage and any number
-of ranks (:func:`load_optimizer_state`).
+The optimizer state of checkpoints (gathered by parameter name, any stage, any world size) is
+``optimizer_state.py``'s.
 """
 from __future__ import annotations
 
@@ -29,7 +27,6 @@ import torch
 from .config import OptimConfig, TrainConfig
 
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-OPTIM_FORMAT = "elmo_dist.optimizer_by_name/1"
 
 # Keys the run's own flags decide; a user file may repeat them only with the same value.
 _BATCH_KEYS = {"train_micro_batch_size_per_gpu": ("--batch-size", "batch_size"),
@@ -277,105 +274,3 @@ def initialize_engine(module: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return engine
 
 
-# ----------------------------------------------------------------------------- optimizer state
-def _is_zero(opt) -> bool:
-    return hasattr(opt, "single_partition_of_fp32_groups") and hasattr(opt, "bit16_groups")
-
-
-def _plain_optimizer(opt) -> torch.optim.Optimizer:
-    if not isinstance(opt, torch.optim.Optimizer):
-        raise TypeError(f"cannot read the state of a {type(opt).__name__} optimizer; elmo-dist supports "
-                        "ZeRO stages 0-2 with fp32 weights (bf16 through autocast)")
-    return opt
-
-
-def _cpu(v) -> torch.Tensor:
-    return v.detach().to("cpu", copy=True) if torch.is_tensor(v) else torch.tensor(v)
-
-
-def gather_optimizer_state(engine, model: torch.nn.Module) -> Optional[dict[str, Any]]:
-    """The full optimizer state, ``{"format", "state": {param name: {key: tensor}}}``, on rank 0
-    (None on the others). Under ZeRO 1/2 each rank holds a slice of every state tensor and this
-    is a collective: every rank must call it."""
-    names = {id(p): n for n, p in model.named_parameters()}
-    opt = engine.optimizer
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    out: dict[str, dict[str, torch.Tensor]] = {}
-    if not _is_zero(opt):
-        if is_main:
-            for p, st in _plain_optimizer(opt).state.items():
-                if id(p) in names:
-                    out[names[id(p)]] = {k: _cpu(v) for k, v in st.items()}
-        return {"format": OPTIM_FORMAT, "state": out} if is_main else None
-    import torch.distributed as dist
-    for i, (params, flat) in enumerate(zip(opt.bit16_groups, opt.single_partition_of_fp32_groups)):
-        st = opt.optimizer.state.get(flat, {})
-        keys = sorted(k for k, v in st.items() if torch.is_tensor(v) and v.shape == flat.shape)
-        scalars = {k: v for k, v in st.items() if k not in keys}
-        for p in params:
-            entry = {k: _cpu(v) for k, v in scalars.items()}
-            mapping = getattr(p, "_hp_mapping", None)
-            for key in keys:
-                full = torch.zeros(p.numel(), dtype=torch.float32, device=flat.device)
-                if mapping is not None:
-                    lp, hp = mapping.lp_fragment_address, mapping.hp_fragment_address
-                    full.narrow(0, lp.start, lp.numel).copy_(st[key].narrow(0, hp.start, hp.numel))
-                dist.all_reduce(full, group=opt.real_dp_process_group[i])  # slices are disjoint: sum = gather
-                if is_main:
-                    entry[key] = full.view(p.shape).cpu()
-            if is_main:
-                out[names[id(p)]] = entry
-    return {"format": OPTIM_FORMAT, "state": out} if is_main else None
-
-
-def portable_optimizer_state(saved: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
-    """``saved`` in the by-name format; converts a plain ``optimizer.state_dict()`` (older
-    checkpoints), whose parameter indices follow ``model.parameters()``."""
-    if saved.get("format") == OPTIM_FORMAT:
-        return saved
-    if "state" not in saved or "param_groups" not in saved:
-        raise ValueError("optimizer state is neither elmo-dist's by-name format nor a torch state_dict")
-    names = [n for n, _ in model.named_parameters()]
-    order = [i for g in saved["param_groups"] for i in g["params"]]
-    if len(order) != len(names):
-        raise ValueError(f"optimizer state covers {len(order)} parameters, the model has {len(names)}")
-    by_index = dict(zip(order, names))
-    return {"format": OPTIM_FORMAT, "state": {by_index[int(i)]: dict(st) for i, st in saved["state"].items()}}
-
-
-def load_optimizer_state(engine, model: torch.nn.Module, saved: dict[str, Any]) -> None:
-    """Restores state saved by :func:`gather_optimizer_state` (any stage, any world size) into
-    ``engine.optimizer``; each ZeRO rank takes its own slice. Call before the first step."""
-    state = portable_optimizer_state(saved, model)["state"]
-    named = list(model.named_parameters())
-    missing = [n for n, _ in named if n not in state]
-    if state and missing:
-        raise ValueError(f"checkpoint optimizer state lacks {len(missing)} parameters, e.g. {missing[:3]}")
-    opt = engine.optimizer
-    if not _is_zero(opt):
-        plain = _plain_optimizer(opt)
-        for name, p in named:
-            if name in state:
-                plain.state[p] = {k: v.to(p.device) if v.shape == p.shape else v.clone() for k, v in state[name].items()}
-        return
-    names = {id(p): n for n, p in named}
-    for params, flat in zip(opt.bit16_groups, opt.single_partition_of_fp32_groups):
-        group = [(p, state[names[id(p)]]) for p in params if names.get(id(p)) in state]
-        if not group:
-            continue
-        st = opt.optimizer.state[flat]
-        first = group[0][1]
-        for key, value in first.items():
-            if value.shape == group[0][0].shape and value.dim() > 0:  # one entry per element
-                buf = torch.zeros_like(flat)
-                for p, entry in group:
-                    mapping = getattr(p, "_hp_mapping", None)
-                    if mapping is not None:
-                        lp, hp = mapping.lp_fragment_address, mapping.hp_fragment_address
-                        buf.narrow(0, hp.start, hp.numel).copy_(entry[key].reshape(-1).narrow(0, lp.start, lp.numel))
-                if key in st and torch.is_tensor(st[key]) and st[key].shape == flat.shape:
-                    st[key].copy_(buf)  # keep the tensor DeepSpeed's fragments may point into
-                else:
-                    st[key] = buf
-            else:  # per-group scalars such as "step"
-                st[key] = value.clone()

@@ -30,11 +30,12 @@ from . import checkpoint as ckpt
 from .budget import Budget, EarlyStop
 from .config import RunConfig
 from .distributed import (all_reduce_sum, any_rank, barrier, broadcast_from_main, build_optimizer, deepspeed_config,
-                          gather_optimizer_state, gather_to_main, initialize_engine, load_optimizer_state, zero_stage)
+                          gather_to_main, initialize_engine, zero_stage)
 from .evaluate import evaluate_perplexity
 from .faults import RunInterrupted, StopSignals
 from elmo_dist.metrics import MetricsLogger, perplexity, read_metrics
 from .objective import LMObjective, rank_seed, state_from_dict, state_to_dict
+from .optimizer_state import gather_optimizer_state, load_optimizer_state
 from .rundir import default_device, init_model, make_corpus, write_json
 from .schedule import learning_rate
 

@@ -229,6 +229,49 @@ def test_epochs_on_two_ranks_train_every_target_exactly_twice(data, tmp_path):
     assert summary["targets_trained"] == {"fwd": want, "bwd": want}
 
 
+@pytest.fixture(scope="module")
+def adam_run(data, tmp_path_factory):
+    """Two ranks, ZeRO 1, Adam (whose state DeepSpeed creates only at the first step), 4 steps."""
+    root = tmp_path_factory.mktemp("adam")
+    procs = Procs(root / "logs")
+    try:
+        torchrun(procs, "torchrun", 2, pretrain_args(root / "run", *data, optimizer="adam", lr="0.01", max_steps=4,
+                                                     checkpoint_every=4, deepspeed_config=REPO / "launch" /
+                                                     "ds_zero1_fp32.json"))
+        codes = procs.wait_all(LAUNCH_S)
+    finally:
+        procs.reap()
+    assert codes == {"torchrun": 0}, procs.log("torchrun")[-3000:]
+    return root / "run"
+
+
+@pytest.mark.parametrize("stage,ranks", [(0, 1), (2, 2), (2, 1)])
+def test_optimizer_state_moves_between_zero_stages_and_world_sizes(adam_run, tmp_path, stage, ranks):
+    """A ZeRO 1 / 2-rank Adam checkpoint resumed under another stage and rank count, with no step
+    left to train: the state it gathers again (through DeepSpeed's public API) is the saved one,
+    and the weights did not move (the restore's zero-learning-rate step leaves them be)."""
+    run = tmp_path / "run"
+    shutil.copytree(adam_run, run)
+    procs = Procs(tmp_path / "logs")
+    try:
+        torchrun(procs, "torchrun", ranks, ["--run-dir", str(run), "--resume", "--max-steps", "4", "--no-progress",
+                                            "--deepspeed-config", str(REPO / "launch" / f"ds_zero{stage}_fp32.json")])
+        codes = procs.wait_all(LAUNCH_S)
+    finally:
+        procs.reap()
+    assert codes == {"torchrun": 0}, procs.log("torchrun")[-3000:]
+    before, after = final_state(adam_run), final_state(run)
+    assert json.loads((list_checkpoints(run)[-1] / "meta.json").read_text())["zero_stage"] == stage
+    for name, tensor in before["model"].items():
+        assert torch.equal(after["model"][name], tensor), name
+    saved, again = before["optimizer"]["state"], after["optimizer"]["state"]
+    assert saved.keys() == again.keys() and len(saved) == len(before["model"])
+    for name, entry in saved.items():
+        assert set(entry) == set(again[name]) >= {"exp_avg", "exp_avg_sq", "step"}, name
+        for key, value in entry.items():
+            assert torch.equal(again[name][key].float(), value.float()), (name, key)
+
+
 def test_hung_rank_ends_job_in_bound(data, tmp_path):
     """A rank that stops (SIGSTOP: alive, sockets open, silent) is the case only timeouts catch."""
     run = tmp_path / "run"
