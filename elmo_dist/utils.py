@@ -109,14 +109,23 @@ def atomic_write_text(path: Path | str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_write_json(path: Path | str, payload, sort_keys: bool = True) -> None:
+    """``payload`` as indented JSON (sorted keys unless told otherwise), written atomically."""
+    import json
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=sort_keys) + "\n")
+
+
 def pick_device(device: Optional[str] = None):
-    """``device`` as given (cpu, cuda[:k]); None: cuda when available, else cpu (a torch.device).
+    """``device`` as given (cpu, cuda[:k]); None: this process's GPU when there is one (cuda:k
+    with k = $LOCAL_RANK, 0 outside a launcher), else cpu. The one device default of the package.
 
     A device this machine lacks is a ``ValueError`` naming ``--device`` (torch would fail later,
     deep inside, with an AssertionError)."""
     import torch
     if not device:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
     try:
         chosen = torch.device(device)
     except RuntimeError:

@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -240,8 +239,8 @@ def control_layers(cfg: ClassifyConfig, tokens: list, progress: bool = True, say
 
 def write_json(path: Path, payload: dict) -> None:
     """Keys in insertion order: models in the order they ran, main model first."""
-    from elmo_dist.utils import atomic_write_text
-    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+    from elmo_dist.utils import atomic_write_json
+    atomic_write_json(path, payload, sort_keys=False)
 
 
 def _device(cfg: ClassifyConfig) -> torch.device:

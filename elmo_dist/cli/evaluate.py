@@ -34,7 +34,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         apply_threads(args.threads)
         from elmo_dist.runs import load_run
         from elmo_dist.train import evaluate_perplexity
-        from elmo_dist.train.rundir import default_device, make_corpus, ptb_test_path, run_inputs, write_json
+        from elmo_dist.train.rundir import make_corpus, ptb_test_path, run_inputs
+        from elmo_dist.utils import atomic_write_json, pick_device
 
         from .paths import check_output_file
         specs = args.corpus or [str(ptb_test_path())]
@@ -42,7 +43,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         corpus = make_corpus(specs, cfg.data)
         check_output_file(args.out, "--out", [("a corpus file", f) for f in corpus.files + corpus.binary_files]
                           + run_inputs(args.run_dir))
-        device = default_device()
+        device = pick_device()
         model.to(device)
         result = evaluate_perplexity(model, corpus, vocab, args.batch_size or cfg.train.batch_size,
                                      args.num_steps or cfg.train.num_steps, progress=not args.no_progress,
@@ -52,7 +53,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"backward {result['ppl_bwd']:.2f}  average {result['ppl']:.2f}  "
               f"({result['targets_fwd']} targets per direction)")
         if args.out:
-            write_json(args.out, result)
+            atomic_write_json(args.out, result)
         else:
             print(json.dumps(result, sort_keys=True))
         return 0

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -99,6 +98,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
 
     def run() -> int:
+        from elmo_dist.utils import atomic_write_json
         apply_threads(args.threads)
         check_outputs(args)
         if args.vocab_embeddings is not None:
@@ -113,7 +113,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 line += f" ({counts['blank_lines']} blank lines of {args.vocab_embeddings} skipped)"
             print(line)
             if args.report:
-                _write_report(args.report, counts)
+                atomic_write_json(args.report, counts)
             return 0
         if args.input is None:
             raise ValueError("give INPUT OUTPUT (a text file to embed and the HDF5 file to write)")
@@ -133,12 +133,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         kind = f"{args.mode}{', sentence vectors' if args.sentence_vectors else ''}"
         print(f"wrote {args.output} ({kind}, {'stateful' if args.stateful else 'stateless'}): {report.summary()}")
         if args.report:
-            _write_report(args.report, report.as_dict())
+            atomic_write_json(args.report, report.as_dict())
         return 0
 
     return run_guarded("elmo-dist export", run)
-
-
-def _write_report(path: Path, payload: dict) -> None:
-    from elmo_dist.utils import atomic_write_text
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")

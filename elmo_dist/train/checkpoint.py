@@ -33,7 +33,7 @@ import torch
 
 from elmo_dist.data.corpus import SkipReport, split_regions
 from elmo_dist.errors import UsageError
-from elmo_dist.utils import WriteFailed, atomic_write_text, write_failure
+from elmo_dist.utils import WriteFailed, write_failure
 
 PREFIX = "step-"
 BEST = "best"
@@ -247,7 +247,3 @@ def resplit_data_states(saved: dict[int, dict], fresh: dict) -> dict:
         for s in saved.values():
             report = report.merge(SkipReport.from_dict(s["report"]))
     return {**fresh, "rows": rows, "report": report.as_dict()}
-
-
-def write_meta_json(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")

@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from elmo_dist.data import Vocabulary
-from elmo_dist.utils import check_writable_dir
+from elmo_dist.utils import atomic_write_json as write_json, check_writable_dir
 
 from . import checkpoint as ckpt
 from .config import RunConfig, apply_overrides
 from .distributed import config_precision, init_process_group, load_user_config, world
 from .faults import DEFAULT_COMM_TIMEOUT_S, RankFailure, Watchdog, describe_collective_error
 from elmo_dist.metrics import abort_loggers
-from .rundir import build_vocabulary, load_run_config, resolve_data, vocab_path, write_json
+from .rundir import build_vocabulary, load_run_config, resolve_data, vocab_path
 from .trainer import Position, Trainer
 
 DEEPSPEED_FILE = "deepspeed.json"

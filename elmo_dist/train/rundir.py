@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -105,10 +104,7 @@ def run_inputs(run_dir: Optional[Path]) -> list[tuple[str, Path]]:
     return [("a file of the run directory", run_dir / name) for name in ("config.json", "vocab.txt", "summary.json")]
 
 
-def write_json(path: Path, payload: dict) -> None:
-    from elmo_dist.utils import atomic_write_text
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
-
-
 def default_device() -> torch.device:
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() else torch.device("cpu")
+    """This rank's device (``utils.pick_device``'s default)."""
+    from elmo_dist.utils import pick_device
+    return pick_device()

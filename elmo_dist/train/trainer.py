@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from elmo_dist.data import SkipReport, Vocabulary, WindowBatcher
+from elmo_dist.utils import atomic_write_json as write_json
 
 from . import checkpoint as ckpt
 from .budget import Budget, EarlyStop
@@ -36,7 +37,7 @@ from .faults import RunInterrupted, StopSignals
 from elmo_dist.metrics import MetricsLogger, perplexity, read_metrics
 from .objective import LMObjective, rank_seed, state_from_dict, state_to_dict
 from .optimizer_state import gather_optimizer_state, load_optimizer_state
-from .rundir import default_device, init_model, make_corpus, write_json
+from .rundir import default_device, init_model, make_corpus
 from .schedule import learning_rate
 
 
