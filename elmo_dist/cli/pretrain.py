@@ -17,7 +17,9 @@ Runs under a DeepSpeed engine in every case: alone (`elmo-dist pretrain ...`), o
 `deepspeed` / `torchrun` for several processes and nodes. The run directory receives
 config.json, vocab.txt, checkpoints/, metrics.jsonl and summary.json; later stages
 (evaluate, export) need only its path. --resume continues the run exactly from its latest
-valid checkpoint (options other than the budget flags come from the run's config.json);
+valid checkpoint with the run's config.json: flags given beside it that steer the rest of the
+run (budget, learning rate and schedule, cadence, wandb) are applied, each change printed; a
+changed preset, corpus, vocabulary, batch shape, optimizer or seed is refused, naming the flag.
 --resume auto does that when a checkpoint exists and starts the run otherwise, so one command
 line serves the first start and every restart. A start that failed or was stopped before its
 first checkpoint can be rerun as it was. Exit status: 0 finished, 2 bad input, 128 + N stopped by
