@@ -300,6 +300,8 @@ class Trainer:
                     "deepspeed": self.ds_cfg}
             ckpt.save_checkpoint(self.run_dir, self.step, state, {k: r["data"] for k, r in enumerate(ranks)}, meta,
                                  self.tc.keep_checkpoints, name=name)
+            if name is None:  # complete on disk now: a peer lost in the barrier below must not hide it
+                self.position.last_checkpoint = self.step
         barrier()  # a checkpoint counts once rank 0 has renamed it into place
         if name is None:
             self.position.last_checkpoint = self.step
