@@ -145,12 +145,17 @@ def all_reduce_sum(values: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank if ``flag`` is True on any rank."""
+    return any_rank_each([flag], device)[0]
+
+
+def any_rank_each(flags: list[bool], device: torch.device) -> list[bool]:
+    """Per flag, True on every rank if it is True on any rank: one collective for all of them."""
     dist = _dist()
     if dist is None:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return list(flags)
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return [bool(v) for v in t.tolist()]
 
 
 def barrier() -> None:

@@ -102,9 +102,3 @@ def run_inputs(run_dir: Optional[Path]) -> list[tuple[str, Path]]:
         return []
     run_dir = Path(run_dir)
     return [("a file of the run directory", run_dir / name) for name in ("config.json", "vocab.txt", "summary.json")]
-
-
-def default_device() -> torch.device:
-    """This rank's device (``utils.pick_device``'s default)."""
-    from elmo_dist.utils import pick_device
-    return pick_device()

@@ -26,18 +26,19 @@ from tqdm import tqdm
 
 from elmo_dist.data import SkipReport, Vocabulary, WindowBatcher
 from elmo_dist.utils import atomic_write_json as write_json
+from elmo_dist.utils import pick_device
 
 from . import checkpoint as ckpt
 from .budget import Budget, EarlyStop
 from .config import RunConfig
-from .distributed import (all_reduce_sum, any_rank, barrier, broadcast_from_main, build_optimizer, deepspeed_config,
+from .distributed import (all_reduce_sum, any_rank_each, barrier, broadcast_from_main, build_optimizer, deepspeed_config,
                           gather_to_main, initialize_engine, zero_stage)
 from .evaluate import evaluate_perplexity
 from .faults import RunInterrupted, StopSignals
 from elmo_dist.metrics import MetricsLogger, perplexity, read_metrics
 from .objective import LMObjective, rank_seed, state_from_dict, state_to_dict
 from .optimizer_state import gather_optimizer_state, load_optimizer_state
-from .rundir import default_device, init_model, make_corpus
+from .rundir import init_model, make_corpus
 from .schedule import learning_rate
 
 
@@ -80,12 +81,13 @@ class Trainer:
         self.cfg, self.vocab, self.run_dir, self.resume = cfg, vocab, Path(run_dir), resume
         self.progress, self.watchdog, self.position = progress, watchdog, position
         self.rank, self.world_size, self.is_main = rank, world_size, rank == 0
-        self.device = default_device()
+        self.device = pick_device()  # this rank's GPU, or the CPU
         found = self._pick_checkpoint() if resume else None
         self.tc = cfg.train
         self._build_engine(deepspeed_config(self.tc, cfg.optim, user_ds, ds_source), found)
         self._build_data()
         self.step, self.tokens_seen, self.state = 0, 0, None
+        self.unsynced_tokens = 0  # --epochs: this rank's tokens not yet summed into tokens_seen
         self.targets = torch.zeros(2, dtype=torch.float64)  # this rank's trained targets: forward, backward
         self.early = EarlyStop(self.tc.early_stop_patience)
         if found is not None:
@@ -210,9 +212,10 @@ class Trainer:
             self.state = new_state.detach()
             n_tok = int(batch.mask.sum())
             self.targets += torch.tensor([float(out.fwd_count), float(out.bwd_count)], dtype=torch.float64)
-            # Rows pad only once --epochs is reached; until then every rank reads as many tokens.
-            self.tokens_seen += (int(all_reduce_sum(torch.tensor([n_tok], dtype=torch.float64), self.device).item())
-                                 if tc.epochs else n_tok * self.world_size)
+            if tc.epochs:  # rows that finished their passes pad: counts differ by rank, summed at log/save
+                self.unsynced_tokens += n_tok
+            else:  # training rows are never padded then: every rank reads as many tokens
+                self.tokens_seen += n_tok * self.world_size
             w = self.window
             w.tokens += n_tok
             w.nll_f, w.n_f = w.nll_f + out.fwd_nll.item(), w.n_f + int(out.fwd_count)
@@ -221,6 +224,14 @@ class Trainer:
         self.position.step = self.step
         if not math.isfinite(out.loss.item()):
             raise LossDiverged(out.loss.item(), self.step, self.position.last_checkpoint, self.cfg.optim.lr)
+
+    def _sync_tokens(self) -> None:
+        """Adds every rank's unsynced --epochs tokens to tokens_seen (a collective under --epochs;
+        called by every rank at the same steps: log, save, finish)."""
+        if self.tc.epochs:
+            total = all_reduce_sum(torch.tensor([self.unsynced_tokens], dtype=torch.float64), self.device)
+            self.tokens_seen += int(total.item())
+            self.unsynced_tokens = 0
 
     def _set_lr(self) -> float:
         o = self.cfg.optim
@@ -233,6 +244,7 @@ class Trainer:
         """Every ``log_every`` steps: train loss, perplexities and tokens/s summed over ranks."""
         if self.step % self.tc.log_every and self.step != self.tc.max_steps:
             return
+        self._sync_tokens()
         w = self.window
         sums = all_reduce_sum(torch.tensor([w.nll_f, w.n_f, w.nll_b, w.n_b, w.tokens], dtype=torch.float64),
                               self.device)
@@ -261,11 +273,14 @@ class Trainer:
         if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
             self.save("periodic")
         out_of_time = tc.max_minutes is not None and time.time() - self.start > 60 * tc.max_minutes
-        if any_rank(out_of_time or signals.received is not None, self.device):
+        # One vote for both questions: stop now (time, a signal), and is any row still reading.
+        stop, reading = any_rank_each([out_of_time or signals.received is not None,
+                                       bool(tc.epochs) and not self.batcher.finished], self.device)
+        if stop:
             return f"signal ({signals.received})" if signals.received else "max_minutes"
         if early_stop:
             return "early_stop"
-        if tc.epochs and not any_rank(not self.batcher.finished, self.device):
+        if tc.epochs and not reading:
             return "epochs"
         return None
 
@@ -286,6 +301,7 @@ class Trainer:
     def save(self, reason: str, name: Optional[str] = None) -> None:
         """A checkpoint of every rank's state (collective under ZeRO); rank 0 writes it."""
         self.watchdog.beat(f"writing the checkpoint at step {self.step}")
+        self._sync_tokens()
         optim_state = gather_optimizer_state(self.engine, self.bilm)
         mine = {"data": self.batcher.state_dict(), "lstm": state_to_dict(self.state),
                 "rng_cpu": torch.get_rng_state(), "targets": self.targets.clone()}
@@ -323,6 +339,7 @@ class Trainer:
 
     def finish(self, stop_reason: str) -> dict[str, Any]:
         """The final evaluation and summary.json (also returned)."""
+        self._sync_tokens()
         reports = gather_to_main(self.batcher.report.as_dict())
         trained = all_reduce_sum(self.targets, self.device).tolist()
         summary: dict[str, Any] = {
