@@ -24,10 +24,15 @@ Per step (t ascending, or descending when reverse)::
     h = clip((o * tanh(c)) @ w_proj, proj_clip)         # (B, P)
 
 Gradients flow to xw, w_rec, w_proj, h0 and c0.
+
+The torch path also steps several directions together (``lstmp_steps_torch``: the same
+recurrence with a leading direction axis, inputs in processing order), which the biLM uses for
+its forward and backward LMs on CPU.
 """
 from .lstmp_torch import lstmp_sequence as lstmp_sequence_torch
+from .lstmp_torch import lstmp_steps as lstmp_steps_torch
 
-__all__ = ["lstmp_sequence_torch", "triton_available"]
+__all__ = ["lstmp_sequence_torch", "lstmp_steps_torch", "triton_available"]
 
 
 def triton_available() -> bool:

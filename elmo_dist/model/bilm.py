@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .char_cnn import CharCNNEncoder
 from .config import ModelConfig
-from .lstm import LSTMStack, LSTMState
+from .lstm import LSTMStack, LSTMState, run_bidirectional, steps_together
 from .softmax import build_softmax
 
 # Shifted character ids of the sentence boundary tokens (see elmo_dist.data.chars).
@@ -80,6 +80,10 @@ class BiLM(nn.Module):
     # ----------------------------------------------------------------- shared core
     def run_stacks(self, x: Tensor, mask: Tensor, state: Optional[BiLMState]):
         """x (B, T, P) -> fwd and bwd layer lists [(B, T, P)] and the new BiLMState."""
+        if steps_together(self.config, x.device):
+            fwd, bwd, fwd_state, bwd_state = run_bidirectional(
+                self.forward_lm, self.backward_lm, x, mask, *(state if state is not None else (None, None)))
+            return fwd, bwd, BiLMState(fwd_state, bwd_state)
         fwd, fwd_state = self.forward_lm(x, mask, state.fwd if state is not None else None)
         bwd, bwd_state = self.backward_lm(x, mask, state.bwd if state is not None else None)
         return fwd, bwd, BiLMState(fwd_state, bwd_state)
@@ -96,14 +100,19 @@ class BiLM(nn.Module):
             raise ValueError("this BiLM has no softmax (vocab_size=0); it can embed but not compute an LM loss")
         mask = token_mask(char_ids)
         x = self.encoder(char_ids)  # (B, T, P)
-        fwd, bwd, new_state = self.run_stacks(x, mask, state)
-        sums, counts = [], []
+        # Training windows are full but at the corpus' end; no mask is the same recurrence
+        # without two selects per step and direction (and their backward).
+        fwd, bwd, new_state = self.run_stacks(x, None if bool(mask.all()) else mask, state)
+        # Both directions' rows through the softmax at once: one call, larger GEMMs.
+        hidden, kept = [], []
         for top, targets in ((fwd[-1], fwd_targets), (bwd[-1], bwd_targets)):
             keep = targets.reshape(-1) >= 0
-            hidden = self.dropout(top).reshape(-1, top.shape[-1])[keep]  # (N, P)
-            nll = self.softmax.nll(hidden, targets.reshape(-1)[keep])  # (N,)
-            sums.append(nll.sum())
-            counts.append(keep.sum())
+            hidden.append(self.dropout(top).reshape(-1, top.shape[-1])[keep])  # (N_dir, P)
+            kept.append(targets.reshape(-1)[keep])
+        counts = [h.shape[0] for h in hidden]
+        nll = self.softmax.nll(torch.cat(hidden), torch.cat(kept))  # (N_fwd + N_bwd,)
+        sums = [part.sum() for part in nll.split(counts)]
+        counts = [torch.tensor(n, device=nll.device) for n in counts]
         means = [s / c.clamp(min=1) for s, c in zip(sums, counts)]
         loss = 0.5 * (means[0] + means[1])
         return LMLoss(loss, sums[0].detach(), counts[0], sums[1].detach(), counts[1]), new_state

@@ -17,7 +17,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor, nn
 
-from elmo_dist_kernels import lstmp_sequence_torch, triton_available
+from elmo_dist_kernels import lstmp_sequence_torch, lstmp_steps_torch, triton_available
 
 from .config import ModelConfig
 
@@ -116,14 +116,19 @@ class LSTMPLayer(nn.Module):
         i, j, f, o = w.chunk(4, dim=-1)
         return torch.cat([i, f, o, j], dim=-1)
 
+    def gate_weights(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(input weight (in, 4H), bias with the forget bias of 1 (4H,), recurrent weight (P, 4H)),
+        in the recurrence's gate order (i, f, o, j)."""
+        H = self.hidden_dim
+        forget_one = torch.cat([self.bias.new_zeros(2 * H), self.bias.new_ones(H), self.bias.new_zeros(H)])
+        return self._ifoj(self.input_weight), self._ifoj(self.bias + forget_one), self._ifoj(self.recurrent_weight)
+
     def forward(self, x: Tensor, h0: Tensor, c0: Tensor, mask: Optional[Tensor], reverse: bool):
         """x (B, T, in), h0 (B, P), c0 (B, H) -> out (B, T, P), h_T, c_T."""
-        H = self.hidden_dim
-        bias = self.bias + torch.cat([self.bias.new_zeros(2 * H), self.bias.new_ones(H), self.bias.new_zeros(H)])
-        xw = torch.matmul(x, self._ifoj(self.input_weight)) + self._ifoj(bias)  # (B, T, 4H)
+        w_in, bias, w_rec = self.gate_weights()
+        xw = torch.matmul(x, w_in) + bias  # (B, T, 4H)
         impl = get_impl(resolve_impl(self.impl, x.device))
-        return impl(xw, self._ifoj(self.recurrent_weight), self.proj_weight, h0, c0, mask,
-                    self.cell_clip, self.proj_clip, reverse)
+        return impl(xw, w_rec, self.proj_weight, h0, c0, mask, self.cell_clip, self.proj_clip, reverse)
 
 
 class LSTMStack(nn.Module):
@@ -154,3 +159,47 @@ class LSTMStack(nn.Module):
             cs.append(c)
             inp = out
         return outputs, LSTMState(torch.stack(hs), torch.stack(cs))
+
+
+def steps_together(config: ModelConfig, device: torch.device) -> bool:
+    """Whether the two directions run as one recurrence (:func:`run_bidirectional`): on the torch
+    path; the Triton kernel and the reference loop take one direction at a time."""
+    return resolve_impl(config.lstm_impl, device) == "torch"
+
+
+def run_bidirectional(fwd: LSTMStack, bwd: LSTMStack, x: Tensor, mask: Optional[Tensor],
+                      state_fwd: Optional[LSTMState], state_bwd: Optional[LSTMState]):
+    """Both stacks layer by layer, each layer's two directions in one ``lstmp_steps`` call.
+
+    The same computation as ``fwd(x, ...)`` and ``bwd(x, ...)`` (dropout masks aside: they are
+    drawn in another order). Between layers everything stays in processing order, (T, 2, B, .):
+    slot 0 is the forward LM at position k, slot 1 the backward LM at position T-1-k, so the
+    backward LM's input is flipped once at the bottom and its outputs once at the top.
+    Returns the fwd and bwd layer lists [(B, T, P)] and their LSTMStates.
+    """
+    B, T, _ = x.shape
+    if state_fwd is None:
+        state_fwd, state_bwd = fwd.zero_state(B, x), bwd.zero_state(B, x)
+    inp = torch.stack([x.transpose(0, 1), x.flip(1).transpose(0, 1)], dim=1)  # (T, 2, B, P)
+    mask_steps = None if mask is None else torch.stack([mask.t(), mask.flip(1).t()], dim=1)  # (T, 2, B)
+    outputs, hs, cs = [], [], []
+    for k, (layer_f, layer_b) in enumerate(zip(fwd.layers, bwd.layers)):
+        dropped = torch.stack([fwd.dropout(inp[:, 0]), bwd.dropout(inp[:, 1])])  # (2, T, B, in)
+        weights = [layer_f.gate_weights(), layer_b.gate_weights()]
+        w_in, bias, w_rec = (torch.stack(ws) for ws in zip(*weights))  # (2, in, 4H), (2, 4H), (2, P, 4H)
+        xw = torch.baddbmm(bias.unsqueeze(1), dropped.flatten(1, 2), w_in)  # (2, T*B, 4H)
+        xw = xw.view(2, T, B, -1).transpose(0, 1)  # (T, 2, B, 4H) view
+        h0 = torch.stack([state_fwd.h[k], state_bwd.h[k]])  # (2, B, P)
+        c0 = torch.stack([state_fwd.c[k], state_bwd.c[k]])  # (2, B, H)
+        w_proj = torch.stack([layer_f.proj_weight, layer_b.proj_weight])  # (2, H, P)
+        out, h, c = lstmp_steps_torch(xw, w_rec, w_proj, h0, c0, mask_steps, layer_f.cell_clip, layer_f.proj_clip)
+        if k > 0 and fwd.config.use_skip_connections:
+            out = out + inp  # (T, 2, B, P)
+        outputs.append(out)
+        hs.append(h)
+        cs.append(c)
+        inp = out
+    fwd_layers = [o[:, 0].transpose(0, 1) for o in outputs]  # (B, T, P) each
+    bwd_layers = [o[:, 1].flip(0).transpose(0, 1) for o in outputs]
+    h, c = torch.stack(hs, dim=1), torch.stack(cs, dim=1)  # (2, L, B, P), (2, L, B, H)
+    return fwd_layers, bwd_layers, LSTMState(h[0], c[0]), LSTMState(h[1], c[1])

@@ -82,3 +82,37 @@ def test_bad_shapes_are_named():
     (xw, w_rec, w_proj, h0, c0), _ = _inputs(2, 3, 4, 3, torch.float32, False)
     with pytest.raises(ValueError, match="w_proj"):
         lstmp_sequence(xw, w_rec, w_proj[:3], h0, c0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("masked,clip", [(False, None), (True, 0.4)])
+def test_two_directions_stepped_together_match_reference(dtype, masked, clip):
+    """lstmp_steps with D = 2 (a forward and a time-reversed direction, as the biLM runs them)
+    against two separate float64 reference runs, outputs and every gradient."""
+    from elmo_dist_kernels.lstmp_torch import lstmp_steps
+    B, T, H, P = 5, 6, 12, 7
+    dirs = [_inputs(B, T, H, P, dtype, masked, seed=s) for s in (0, 1)]
+    mask = dirs[0][1]
+    (xf, rf, pf, hf, cf), (xb, rb, pb, hb, cb) = dirs[0][0], dirs[1][0]
+    steps = torch.stack([xf.transpose(0, 1), xb.flip(1).transpose(0, 1)], dim=1)  # (T, 2, B, 4H)
+    mask_steps = None if mask is None else torch.stack([mask.t(), mask.flip(1).t()], dim=1)
+    out, h, c = lstmp_steps(steps, torch.stack([rf, rb]), torch.stack([pf, pb]), torch.stack([hf, hb]),
+                            torch.stack([cf, cb]), mask_steps, clip, clip)
+    got = [out[:, 0].transpose(0, 1), out[:, 1].flip(0).transpose(0, 1), h, c]  # by position
+    refs = []
+    for (tensors, _), reverse in zip(dirs, (False, True)):
+        ref_inputs = [t.detach().double().requires_grad_() for t in tensors]
+        refs.append((ref_inputs, lstmp_reference(*ref_inputs, mask=mask, cell_clip=clip, proj_clip=clip,
+                                                 reverse=reverse)))
+    (in_f, (of, hf_, cf_)), (in_b, (ob, hb_, cb_)) = refs
+    want = [of, ob, torch.stack([hf_, hb_]), torch.stack([cf_, cb_])]
+    g = torch.Generator().manual_seed(2)
+    grads_out = [torch.randn(w.shape, generator=g, dtype=torch.float64) for w in want]
+    leaves = [xf, rf, pf, hf, cf, xb, rb, pb, hb, cb]
+    got_grads = torch.autograd.grad(got, leaves, [o.to(dtype) for o in grads_out])
+    want_grads = torch.autograd.grad(want, in_f + in_b, grads_out)
+    atol, rtol = TOLERANCE[dtype]
+    names = ["out_f", "out_b", "h_T", "c_T"] + [f"d_{n}_{d}" for d in "fb" for n in ("xw", "w_rec", "w_proj", "h0", "c0")]
+    problems = [_describe(n, a, b, atol, rtol) for n, a, b in zip(names, got + list(got_grads), want + list(want_grads))]
+    problems = [p for p in problems if p]
+    assert not problems, "\n".join(problems)
