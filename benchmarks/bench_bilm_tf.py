@@ -236,7 +236,9 @@ class ElmoDistSide:
         from elmo_dist.model import BiLM
         from elmo_dist.train.config import OptimConfig, TrainConfig
         from elmo_dist.train.distributed import build_optimizer, deepspeed_config, initialize_engine
+        from elmo_dist.train.malloc import keep_freed_memory
         from elmo_dist.train.objective import LMObjective
+        keep_freed_memory()  # as the Trainer does
         torch.manual_seed(0)
         self.bilm = BiLM(cfg)
         objective = LMObjective(self.bilm)

@@ -19,6 +19,7 @@ from elmo_dist.data import Corpus, Vocabulary, WindowBatcher, count_words, ptb_p
 from elmo_dist.model import BiLM, preset
 from elmo_dist.train.distributed import build_optimizer, deepspeed_config, initialize_engine
 from elmo_dist.train.config import OptimConfig, TrainConfig
+from elmo_dist.train.malloc import keep_freed_memory
 from elmo_dist.train.objective import LMObjective
 from elmo_dist.train.rundir import cache_dir
 
@@ -49,6 +50,7 @@ def forward_flops_per_token(model: BiLM, unique_fraction: float, conv_slots: Opt
 @pytest.mark.parametrize("name", ["tiny", "small"])
 def test_train_step(benchmark, ptb, name):
     corpus, vocab = ptb
+    keep_freed_memory()  # as the Trainer does
     torch.manual_seed(0)
     bilm = BiLM(preset(name, vocab_size=len(vocab)))
     optim_cfg, train_cfg = OptimConfig(), TrainConfig(batch_size=B, num_steps=T)

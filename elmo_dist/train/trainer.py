@@ -35,6 +35,7 @@ from .distributed import (all_reduce_sum, any_rank_each, barrier, broadcast_from
                           gather_to_main, initialize_engine, zero_stage)
 from .evaluate import evaluate_perplexity
 from .faults import RunInterrupted, StopSignals
+from .malloc import keep_freed_memory
 from elmo_dist.metrics import MetricsLogger, perplexity, read_metrics
 from .objective import LMObjective, rank_seed, state_from_dict, state_to_dict
 from .optimizer_state import gather_optimizer_state, load_optimizer_state
@@ -82,6 +83,7 @@ class Trainer:
         self.progress, self.watchdog, self.position = progress, watchdog, position
         self.rank, self.world_size, self.is_main = rank, world_size, rank == 0
         self.device = pick_device()  # this rank's GPU, or the CPU
+        keep_freed_memory()  # every step reallocates the same large buffers (train.malloc)
         found = self._pick_checkpoint() if resume else None
         self.tc = cfg.train
         self._build_engine(deepspeed_config(self.tc, cfg.optim, user_ds, ds_source), found)

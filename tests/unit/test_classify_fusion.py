@@ -116,3 +116,27 @@ def test_warm_start_gives_the_bag_of_words_logits():
     fusion.eval()
     assert torch.allclose(fusion(layers, mask, tfidf), bow(tfidf), atol=1e-6)  # ELMo enters at zero
     assert fusion.output.weight.abs().sum() == 0 and not torch.equal(fusion.bow_output.weight, torch.zeros(3, 11))
+
+
+def test_warm_start_is_kept_unless_dev_accuracy_rises():
+    """fit(keep_start=True): an epoch that only lowers the dev loss at the start's dev accuracy
+    must not replace the start. Here the bag of words already gets every dev document right
+    (nothing can beat it), and training on lowers its dev loss: the start's weights come back."""
+    layers, tokens, labels, train, dev, test = two_bit_docs()
+    words_of = ["on" if lab else "off" for lab in labels]  # a label the single word decides
+    tokens = [t + [w] * 3 for t, w in zip(tokens, words_of)]
+    labels = [int(lab > 0) for lab in labels]
+    tfidf = TfIdf().fit([tokens[i] for i in train])
+    words = DenseBatcher(tfidf.transform(tokens), CPU)
+    torch.manual_seed(0)
+    bow = BagOfWordsClassifier(len(tfidf.vocab), 2)
+    fit(bow, words, labels, train, dev, FitConfig(30, 30, 10, 0.1), progress=False)
+    start_pred, start_loss = predict(bow, words, dev, labels)
+    assert (start_pred == np.array([labels[i] for i in dev])).all()
+    start = {k: v.clone() for k, v in bow.state_dict().items()}
+    result = fit(bow, words, labels, train, dev, FitConfig(5, 5, 10, 0.1), progress=False, keep_start=True)
+    later = [r["dev_loss"] for r in result.history]
+    assert min(later) < start_loss  # training did lower the dev loss at the same accuracy
+    assert result.best_epoch == 0
+    for k, v in bow.state_dict().items():
+        torch.testing.assert_close(v, start[k], rtol=0, atol=0)

@@ -1,0 +1,32 @@
+"""train.malloc: with freed memory kept in the heap, a large buffer allocated again is served
+without page faults (each run in a fresh interpreter: the setting is per process)."""
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import resource, sys, torch
+if sys.argv[1] == "keep":
+    from elmo_dist.train.malloc import keep_freed_memory
+    assert keep_freed_memory()
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(2):  # the first allocation faults its pages in either way
+    before = faults()
+    torch.empty(1280, 10002).fill_(1.0)  # 51 MB, the tiny full softmax's (N, V) block
+print(faults() - before)
+"""
+
+
+def _faults(mode: str) -> int:
+    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt: Linux only")
+def test_kept_heap_reuses_pages():
+    pages = 1280 * 10002 * 4 // 4096  # 12,500
+    assert _faults("system") > pages // 2  # glibc unmaps it on free: every page faults again
+    assert _faults("keep") < pages // 10
