@@ -5,11 +5,16 @@ into ``xw``; masks leave the state unchanged).
 
 Why not plain autograd over a per-step loop: autograd records ~15 small ops per step and, in
 backward, computes the weight gradients one step at a time (T small matmuls each for w_rec and
-w_proj, plus accumulation). Here the forward runs without a graph into preallocated (T, B, .)
+w_proj, plus accumulation). Here the forward runs without a graph into preallocated (T, D, B, .)
 buffers, and the backward does only the work that depends on the carried gradient inside the
 loop; the weight gradients are two large matmuls over all T*B rows after it. On 2 CPU threads
 this turns the per-step loop from 1.6-2.4x slower than ``nn.LSTM(proj_size=...)`` (which cannot
 clip) into a path that is faster than it (see benchmarks/bench_lstm_layer.py).
+
+D independent directions run in the same loop (``lstmp_steps``; the biLM's forward and
+backward LMs, D = 2), batched matmuls and elementwise ops over (D, B, .) tiles: the step count
+and the op count per step stay those of one direction. The package's one-direction contract
+(``lstmp_sequence``) is D = 1.
 
 Clip gradients follow the convention "the gradient passes where |x| < clip": after clamping in
 place the raw value is gone, and a stored value equal to +-clip means it was clipped. This

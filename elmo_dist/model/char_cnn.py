@@ -18,9 +18,9 @@ output, v_k = conv_k(pad, ..., pad) + b_k. So
     max_t conv_k(e)[t] = max(max_{t < m} conv_k(e)[t], v_k)      (when 50 - m >= w)
 and the left term needs only the first m + w - 1 slots. PTB words have m ~ 7, so the widest
 filter (7, 58% of the CNN's FLOPs) runs over ~12 positions instead of 44. Tokens are grouped
-by m (rounded up to a multiple of ``_LENGTH_BUCKET``) so that each group is one truncated
-convolution. The result is the full-width max (ties aside, gradients too: every padding
-window has the same gradient).
+by m (rounded up to a multiple of ``_LENGTH_BUCKET``), and each group runs every filter at once
+as one GEMM over its windows of the widest width (``stacked_filters``). The result is the
+full-width max (ties aside, gradients too: every padding window has the same gradient).
 """
 from __future__ import annotations
 
