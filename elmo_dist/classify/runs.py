@@ -106,10 +106,10 @@ class Inputs:
 
 def _build(cfg, spec: ModelSpec, inputs: Inputs, n_classes: int, seed: int):
     """(model, batcher, FitConfig, Adam param groups or None) of a torch model (seed the RNG first)."""
-    fit_cfg = lambda lr, wd: FitConfig(cfg.epochs, cfg.patience, cfg.batch_size, lr, wd, seed)  # noqa: E731
+    fit_cfg = lambda lr, wd, epochs=cfg.epochs: FitConfig(epochs, cfg.patience, cfg.batch_size, lr, wd, seed)  # noqa: E731
     if spec.kind == "bow":
         return (BagOfWordsClassifier(inputs.vocabulary, n_classes), inputs.tfidf(),
-                fit_cfg(cfg.bow_lr, cfg.bow_weight_decay), None)
+                fit_cfg(cfg.bow_lr, cfg.bow_weight_decay, cfg.bow_epochs), None)
     layers = inputs.layers[spec.source]
     args = (cfg.encoder, cfg.hidden, cfg.dropout, cfg.layer_norm)
     if spec.kind == "fusion":
@@ -147,6 +147,7 @@ def train_run(cfg, spec: ModelSpec, seed: Optional[int], inputs: Inputs, classes
     torch.manual_seed(seed)
     model, batcher, fit_cfg, groups = _build(cfg, spec, inputs, len(classes), seed)
     model = model.to(inputs.device)
+    cap = fit_cfg.epochs
     result = fit(model, batcher, inputs.labels, inputs.split["train"], inputs.split["dev"], fit_cfg,
                  lambda record: log({"kind": "epoch", "model": spec.name, "seed": seed, **record}), progress,
                  desc=f"{spec.name} seed {seed}", param_groups=groups, keep_start=spec.kind == "fusion")
@@ -161,8 +162,9 @@ def train_run(cfg, spec: ModelSpec, seed: Optional[int], inputs: Inputs, classes
                        {"best_epoch": result.best_epoch})
     record.update(best_epoch=result.best_epoch, epochs_run=result.epochs_run, seconds=round(result.seconds, 2),
                   layer_weights=weights, gamma=gamma,
-                  # Its best dev accuracy came in the last allowed epoch: it may still have been rising.
-                  stopped_while_rising=result.best_epoch == result.epochs_run == cfg.epochs)
+                  # The epoch cap, not early stopping, ended it, with a better dev accuracy within the
+                  # last `patience` epochs: it may still have been rising.
+                  stopped_while_rising=result.epochs_run == cap and result.best_epoch > cap - cfg.patience)
     return record
 
 
@@ -200,7 +202,7 @@ def describe(run: dict) -> str:
         return head + f"(C={run['C']:g} chosen on dev, {run['seconds']:.0f} s)"
     line = head + f"(best epoch {run['best_epoch']}/{run['epochs_run']}, {run['seconds']:.0f} s)"
     if run.get("stopped_while_rising"):
-        line += "  [best dev accuracy at the last allowed epoch: raise --epochs]"
+        line += "  [the epoch cap ended it while dev accuracy was still rising: raise --epochs]"
     return line + (f"  layer weights {fmt(run['layer_weights'])}" if run["layer_weights"] else "")
 
 
