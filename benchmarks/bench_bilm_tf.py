@@ -228,35 +228,17 @@ class BilmTfSide:
 
 
 class ElmoDistSide:
-    """``elmo-dist pretrain``'s training step, built as benchmarks/bench_train.py builds it."""
+    """``elmo-dist pretrain``'s training step: benchmarks/bench_train.py's ``TrainStep``."""
 
     def __init__(self, cfg, corpus, vocab):
-        import torch
-        from elmo_dist.data import WindowBatcher
-        from elmo_dist.model import BiLM
-        from elmo_dist.train.config import OptimConfig, TrainConfig
-        from elmo_dist.train.distributed import build_optimizer, deepspeed_config, initialize_engine
-        from elmo_dist.train.malloc import keep_freed_memory
-        from elmo_dist.train.objective import LMObjective
-        keep_freed_memory()  # as the Trainer does
-        torch.manual_seed(0)
-        self.bilm = BiLM(cfg)
-        objective = LMObjective(self.bilm)
-        self.params = sum(p.numel() for p in objective.parameters())
-        optim_cfg, train_cfg = OptimConfig(), TrainConfig(batch_size=B, num_steps=T)
-        self.engine = initialize_engine(objective, build_optimizer(self.bilm.parameters(), optim_cfg),
-                                        deepspeed_config(train_cfg, optim_cfg))
-        self.batches = iter(WindowBatcher(corpus, vocab, B, T))
-        self.state = None
+        from benchmarks.bench_train import TrainStep  # torch and pytest: the parent side only
+        self.step = TrainStep(cfg, corpus, vocab)
+        self.bilm, self.params = self.step.bilm, self.step.params
 
     def run(self, n: int) -> float:
         t0 = time.perf_counter()
         for _ in range(n):
-            batch = next(self.batches)
-            out, new_state = self.engine(batch.char_ids, batch.fwd_targets, batch.bwd_targets, self.state)
-            self.engine.backward(out.loss)
-            self.engine.step()
-            self.state = new_state.detach()
+            self.step.run(self.step.next_batch())
         return time.perf_counter() - t0
 
 

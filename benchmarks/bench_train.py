@@ -47,28 +47,46 @@ def forward_flops_per_token(model: BiLM, unique_fraction: float, conv_slots: Opt
     return 2.0 * ((cnn + highway + proj) * unique_fraction + lstm + softmax)
 
 
+class TrainStep:
+    """``elmo-dist pretrain``'s optimizer step, built as the Trainer builds it (kept heap, seeded
+    BiLM, DeepSpeed engine, the WindowBatcher's windows, LSTM state carried between steps);
+    ``next_batch()`` then ``run(batch)`` is one step."""
+
+    def __init__(self, cfg, corpus, vocab):
+        keep_freed_memory()  # as the Trainer does
+        torch.manual_seed(0)
+        self.bilm = BiLM(cfg)
+        objective = LMObjective(self.bilm)
+        self.params = sum(p.numel() for p in objective.parameters())
+        optim_cfg, train_cfg = OptimConfig(), TrainConfig(batch_size=B, num_steps=T)
+        self.engine = initialize_engine(objective, build_optimizer(self.bilm.parameters(), optim_cfg),
+                                        deepspeed_config(train_cfg, optim_cfg))
+        self.batches = iter(WindowBatcher(corpus, vocab, B, T))
+        self.state = None
+
+    def next_batch(self):
+        return next(self.batches)
+
+    def run(self, batch) -> None:
+        out, new_state = self.engine(batch.char_ids, batch.fwd_targets, batch.bwd_targets, self.state)
+        self.engine.backward(out.loss)
+        self.engine.step()
+        self.state = new_state.detach()
+
+
 @pytest.mark.parametrize("name", ["tiny", "small"])
 def test_train_step(benchmark, ptb, name):
     corpus, vocab = ptb
-    keep_freed_memory()  # as the Trainer does
-    torch.manual_seed(0)
-    bilm = BiLM(preset(name, vocab_size=len(vocab)))
-    optim_cfg, train_cfg = OptimConfig(), TrainConfig(batch_size=B, num_steps=T)
-    engine = initialize_engine(LMObjective(bilm), build_optimizer(bilm.parameters(), optim_cfg),
-                               deepspeed_config(train_cfg, optim_cfg))
-    batches = iter(WindowBatcher(corpus, vocab, B, T))
-    state = [None]
+    train = TrainStep(preset(name, vocab_size=len(vocab)), corpus, vocab)
+    bilm = train.bilm
     uniques, slots = [], []
 
     def step():
-        batch = next(batches)
+        batch = train.next_batch()
         unique = torch.unique(batch.char_ids.view(-1, 50), dim=0)  # (U, 50)
         uniques.append(unique.shape[0] / (B * T))
         slots.append(float(bilm.encoder.conv_slots(unique).float().mean()))
-        out, new_state = engine(batch.char_ids, batch.fwd_targets, batch.bwd_targets, state[0])
-        engine.backward(out.loss)
-        engine.step()
-        state[0] = new_state.detach()
+        train.run(batch)
 
     benchmark.group = "train-step"
     benchmark.pedantic(step, rounds=8 if name == "tiny" else 4, warmup_rounds=1)
