@@ -5,7 +5,8 @@ glibc serves an allocation above its mmap threshold (128 KiB, adapting up to 32 
 fresh mmap and unmaps it on free, so every step pays a page fault per 4 KiB of each such
 buffer again. Measured on the 2-core box: a fresh 51 MB (1280 x 10,002 fp32) buffer filled
 once took 18 ms and 12,500 page faults; the same with the heap kept, 6 ms; the tiny preset's
-training step with the full softmax went from ~150 to ~115 ms. The cost: the process keeps its
+training step with the full softmax went from ~150 to ~115 ms. Not every re-allocation lands on
+freed pages (small allocations split the heap; 1 to 3 of 4 did in tests/unit/test_malloc.py). The cost: the process keeps its
 peak heap instead of returning it to the system between steps, which a training process
 reaches again on the next step anyway.
 """
