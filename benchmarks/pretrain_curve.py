@@ -4,9 +4,11 @@ One biLM (the demo's recipe: ``elmo-dist demo``'s pretrain flags, BBC News train
 trained in stages; after each budget its checkpoint gives a held-out perplexity (BBC dev text,
 a full pass) and goes through the demo's classifier (classify's defaults, ``--seeds``): ELMo
 (scalar mix) and layer 0 only (equal weights, 0.79 against the scalar mix's 0.92 at 2 CPU-minutes
-in a first try, was left out to fit the run time). Budget 0 is the random-init control (the
-trainer's seeded initialisation through the same classifier); the bag-of-words baselines and
-ELMo + bag of words do not depend on the budget and run once, beside it.
+in a first try, was left out to fit the run time), and the linear probe (deterministic: one run).
+Budget 0 is the random-init control (the trainer's seeded initialisation through the same
+classifier, and through the probe); the bag-of-words baselines and ELMo + bag of words do not
+depend on the budget and run once, beside it. A model added to the lists after a stage ran is
+trained on that stage's kept checkpoint on the next run (``backfill``).
 
 Budgets are CPU-minutes: core-minutes of training on this machine (``--cores``, 2 here), so 64
 CPU-minutes are 32 minutes of a 2-thread run. Each budget is turned into optimizer steps with
@@ -35,10 +37,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python benchmarks/pretrain_curve.py` from a checkout
     sys.path.insert(0, str(REPO))
 
-CURVE_MODELS = ["scalar-mix", "layer0"]
+CURVE_MODELS = ["scalar-mix", "layer0", "probe"]
 """Trained at every budget > 0."""
-FIXED_MODELS = ["random-init", "bow", "bow-sklearn", "elmo+bow"]
+FIXED_MODELS = ["random-init", "bow", "bow-sklearn", "elmo+bow", "probe-random-init"]
 """Trained once (at the first budget's checkpoint for elmo+bow, which needs a biLM)."""
+CONTROLS = {"scalar-mix": "random-init", "probe": "probe-random-init"}
+"""Budget 0 of a curve model: its random-init control."""
 
 
 def parse_args(argv):
@@ -113,6 +117,11 @@ def main(argv=None) -> int:
         key = str(steps)  # stages are kept by steps: a rerun with another --steps-per-minute adds to them
         if key in state["stages"]:
             continue
+        done = max((s["steps"] for s in state["stages"].values()), default=0)
+        if steps < done:  # the biLM cannot go back: resuming would measure step `done` under this label
+            print(f"curve: skipped {budget:g} CPU-minutes ({steps} steps): the biLM in {run_dir} is already at "
+                  f"step {done}; measure it in a new --runs-dir", flush=True)
+            continue
         t0 = time.time()
         summary = train_to(run_dir, steps, not args.no_progress)
         wall = time.time() - t0
@@ -126,6 +135,7 @@ def main(argv=None) -> int:
         save_state(state_path, state)
         print(f"curve: {budget:g} CPU-minutes ({summary['step']} steps): valid ppl {summary['valid']['ppl']:.1f}; "
               + ", ".join(f"{m} {s['test_accuracy']:.3f}" for m, s in result["summary"].items()), flush=True)
+    backfill(state, state_path, run_dir, runs, args)
     if args.fusion_at is not None and state.get("fusion", {}).get("cpu_minutes") != args.fusion_at:
         stage = state["stages"][str(round(args.steps_per_minute * args.fusion_at / args.cores))]
         checkpoint = run_dir / "checkpoints" / f"step-{stage['steps']:08d}"
@@ -137,6 +147,24 @@ def main(argv=None) -> int:
     return 0
 
 
+def backfill(state: dict, state_path: Path, run_dir: Path, runs: Path, args) -> None:
+    """Models added to CURVE_MODELS / FIXED_MODELS after a stage ran (the linear probe) are trained
+    on that stage's kept checkpoint, so every stage has every row."""
+    first = min(state["stages"].values(), key=lambda s: s["steps"], default=None)
+    for stage in sorted(state["stages"].values(), key=lambda s: s["steps"]):
+        wanted = CURVE_MODELS + (FIXED_MODELS if stage is first else [])
+        missing = [m for m in wanted if m not in stage["summary"]]
+        if not missing:
+            continue
+        checkpoint = run_dir / "checkpoints" / f"step-{stage['steps']:08d}"
+        result = classify(run_dir, checkpoint, runs / "classify", missing, args.seeds, not args.no_progress)
+        stage["summary"].update(result["summary"])
+        stage["stopped_while_rising"] += result["stopped_while_rising"]
+        save_state(state_path, state)
+        print(f"curve: {stage['steps']} steps: added " + ", ".join(
+            f"{m} {result['summary'][m]['test_accuracy']:.3f}" for m in missing), flush=True)
+
+
 def write_results(args, state: dict, prov: dict) -> None:
     from elmo_dist.utils import atomic_write_text
     stages = sorted(state["stages"].values(), key=lambda s: s["steps"])
@@ -144,8 +172,7 @@ def write_results(args, state: dict, prov: dict) -> None:
         s["cpu_minutes"] = round(s["steps"] * args.cores / args.steps_per_minute, 1)
     fixed = stages[0]["summary"]
     points = [{"cpu_minutes": 0, "steps": 0, "valid_ppl": stages[0]["untrained_valid"]["ppl"],
-               "test_accuracy": {"scalar-mix": fixed["random-init"]["test_accuracy"]},
-               "test_accuracy_std": {"scalar-mix": fixed["random-init"]["test_accuracy_std"]}}]
+               **{key: {m: fixed[c][key] for m, c in CONTROLS.items()} for key in ("test_accuracy", "test_accuracy_std")}}]
     for s in stages:
         points.append({"cpu_minutes": s["cpu_minutes"], "steps": s["steps"], "tokens_seen": s["tokens_seen"],
                        "valid_ppl": s["valid"]["ppl"], "pretrain_wall_s": s["pretrain_wall_s"],

@@ -8,6 +8,7 @@
     OUT/results.json        every run: dev/test accuracy, macro-F1, per-class report, confusion
                             matrix, layer weights; a summary over seeds per model; with the
                             random-init control, pretraining_gain (main model minus control)
+                            and probe_gain (the probe minus the control's probe)
     OUT/layer_weights.json  the layer weights alone, per model and seed
     OUT/confusion-<model>-seed<k>.png
 """
@@ -23,7 +24,8 @@ import torch
 
 from .data import LabeledDocs, make_split
 from .model import COMBINERS, ENCODERS
-from .runs import CONTROL, MODE_CHOICES, MODES, Inputs, StepLog, describe, model_specs, train_run
+from .runs import CONTROL, DETERMINISTIC, MODE_CHOICES, MODES, PROBE, PROBE_CONTROL, Inputs, StepLog, describe, \
+    model_specs, train_run
 from .summary import pretraining_gain, summarise, summary_table
 from .text import STYLES
 
@@ -132,7 +134,7 @@ class ClassifyConfig:
         for name in ("max_tokens", "hidden", "epochs", "bow_epochs", "patience", "batch_size", "export_batch_size", "train_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(self, name)}")
-        known = set(MODE_CHOICES) | {"layer0", CONTROL, "bow", "bow-sklearn"}
+        known = set(MODE_CHOICES) | {"layer0", CONTROL, "bow", "bow-sklearn", PROBE, PROBE_CONTROL}
         if self.only is not None and (not self.only or set(self.only) - known):
             raise ValueError(f"--only: unknown model {sorted(set(self.only) - known) or self.only}; "
                              f"choose from: {', '.join(sorted(known))}")
@@ -260,7 +262,8 @@ def run_classify(cfg: ClassifyConfig, progress: bool = True, say=print) -> dict:
     write_json(out / "config.json", asdict(cfg))
     docs, tokens, layers, split, info = prepare(cfg, progress, say)
     wanted = lambda name: cfg.only is None or name in cfg.only  # noqa: E731
-    control, control_info = control_layers(cfg, tokens, progress, say) if wanted(CONTROL) else (None, None)
+    needs_control = wanted(CONTROL) or wanted(PROBE_CONTROL)
+    control, control_info = control_layers(cfg, tokens, progress, say) if needs_control else (None, None)
     if control_info is not None:
         info["random_init"] = control_info
     say(f"{info['documents']} documents, {len(docs.classes)} classes; train/dev/test "
@@ -276,7 +279,7 @@ def run_classify(cfg: ClassifyConfig, progress: bool = True, say=print) -> dict:
     torch.set_num_threads(cfg.train_threads)
     try:
         for spec in [s for s in model_specs(cfg.modes, cfg.baselines, control is not None) if wanted(s.name)]:
-            for seed in [None] if spec.kind == "bow-sklearn" else cfg.seeds:
+            for seed in [None] if spec.kind in DETERMINISTIC else cfg.seeds:
                 runs.append(train_run(cfg, spec, seed, inputs, docs.classes, log, progress))
                 say(describe(runs[-1]))
             if spec.kind in ("bow", "fusion"):
@@ -286,9 +289,10 @@ def run_classify(cfg: ClassifyConfig, progress: bool = True, say=print) -> dict:
         logger.close()
     results = {"dataset": {**info, "classes": docs.classes, "split_sizes": {s: len(v) for s, v in split.items()}},
                "config": asdict(cfg), "runs": runs, "summary": summarise(runs)}
-    gain = pretraining_gain(results["summary"], cfg.modes[0])
-    if gain is not None:
-        results["pretraining_gain"] = gain
+    for key, main, control in (("pretraining_gain", cfg.modes[0], CONTROL), ("probe_gain", PROBE, PROBE_CONTROL)):
+        gain = pretraining_gain(results["summary"], main, control)
+        if gain is not None:
+            results[key] = gain
     write_json(out / "results.json", results)
     write_json(out / "layer_weights.json", _weights_by_model(runs))
     return results

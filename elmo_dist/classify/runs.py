@@ -9,6 +9,9 @@
       bow          our TF-IDF + a linear layer (Adam), numpy/torch
       bow-sklearn  scikit-learn's TfidfVectorizer + LogisticRegression, C chosen on dev
       elmo+bow     (unless it is a --mode) ELMo combined like the first layer --mode, + TF-IDF
+      probe        the linear probe: logistic regression on mean- and max-pooled layers
+                   (linear_probe.py), what the layers hold for a linear reader
+      probe-random-init  the same probe on the random-init control's layers (with a biLM)
 
 ELMo + bag of words starts from the trained bow baseline of the same seed (its TF-IDF block and
 bias; the ELMo block at zero: FusionClassifier.warm_start) and keeps it unless training improves
@@ -35,6 +38,10 @@ FUSION = "elmo+bow"
 MODE_CHOICES = MODES + (FUSION,)
 CONTROL = "random-init"
 """The untrained-biLM control's model name (and layer source)."""
+PROBE, PROBE_CONTROL = "probe", "probe-random-init"
+"""The linear probe on the biLM's layers and on the control's."""
+DETERMINISTIC = ("bow-sklearn", "probe")
+"""Kinds fit once by scikit-learn (no seed)."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,7 @@ class ModelSpec:
     name: str
     """Key in results.json."""
     kind: str
-    """layers, fusion, bow or bow-sklearn."""
+    """layers, fusion, bow, bow-sklearn or probe."""
     combine: Optional[str] = None
     """Layer combination (layers, fusion)."""
     source: str = "bilm"
@@ -52,7 +59,8 @@ class ModelSpec:
 
 def model_specs(modes: list, baselines: bool, control: bool) -> list:
     """The models to train, in order: the --mode values, then (with ``baselines``) layer0, the
-    random-init control (when ``control``: layers came from a biLM), bow, bow-sklearn, elmo+bow."""
+    random-init control (when ``control``: layers came from a biLM), bow, bow-sklearn, elmo+bow,
+    the probe and (with ``control``) the control's probe."""
     main_combine = next((m for m in modes if m in MODES), "scalar-mix")
 
     def of_mode(mode, name=None, source="bilm", baseline=False):
@@ -67,6 +75,9 @@ def model_specs(modes: list, baselines: bool, control: bool) -> list:
         specs += [ModelSpec("bow", "bow", baseline=True), ModelSpec("bow-sklearn", "bow-sklearn", baseline=True)]
         if FUSION not in modes:
             specs.append(of_mode(FUSION))
+        specs.append(ModelSpec(PROBE, "probe", baseline=True))
+        if control:
+            specs.append(ModelSpec(PROBE_CONTROL, "probe", source=CONTROL, baseline=True))
     return specs
 
 
@@ -136,13 +147,14 @@ def _fit_bow(cfg, inputs: Inputs, n_classes: int, seed: int) -> BagOfWordsClassi
 
 def encoder_name(cfg, spec: ModelSpec) -> str:
     return {"bow": "linear on tf-idf", "bow-sklearn": "logistic regression on tf-idf (scikit-learn)",
+            "probe": "logistic regression on [mean; max]-pooled layers (scikit-learn)",
             "fusion": f"{cfg.encoder} + tf-idf, linear"}.get(spec.kind, cfg.encoder)
 
 
 def train_run(cfg, spec: ModelSpec, seed: Optional[int], inputs: Inputs, classes: list, log, progress: bool) -> dict:
     """Trains and evaluates ``spec`` with ``seed`` (None for bow-sklearn); writes its confusion
     plot; returns its run record (see pipeline's module docstring)."""
-    if spec.kind == "bow-sklearn":
+    if spec.kind in DETERMINISTIC:
         return _sklearn_run(cfg, spec, inputs, classes, log)
     torch.manual_seed(seed)
     model, batcher, fit_cfg, groups = _build(cfg, spec, inputs, len(classes), seed)
@@ -169,11 +181,17 @@ def train_run(cfg, spec: ModelSpec, seed: Optional[int], inputs: Inputs, classes
 
 
 def _sklearn_run(cfg, spec: ModelSpec, inputs: Inputs, classes: list, log) -> dict:
-    from .sklearn_bow import fit_sklearn_bow
-    r = fit_sklearn_bow(inputs.tokens, inputs.labels, inputs.split)
+    if spec.kind == "probe":
+        from .linear_probe import fit_probe
+        r = fit_probe(inputs.layers[spec.source].docs, inputs.labels, inputs.split, name=spec.name)
+        size = {"features": r.features}
+    else:
+        from .sklearn_bow import fit_sklearn_bow
+        r = fit_sklearn_bow(inputs.tokens, inputs.labels, inputs.split)
+        size = {"vocabulary": r.features}
     record = _evaluate(cfg, spec, None, inputs, classes, r.dev_pred, r.test_pred, r.test_loss, log, {"C": r.C})
     record.update(best_epoch=None, epochs_run=None, seconds=round(r.seconds, 2), layer_weights=None, gamma=None,
-                  deterministic=True, C=r.C, dev_accuracy_by_C=r.dev_accuracy_by_C, vocabulary=r.vocabulary)
+                  deterministic=True, C=r.C, dev_accuracy_by_C=r.dev_accuracy_by_C, **size)
     return record
 
 
@@ -189,7 +207,7 @@ def _evaluate(cfg, spec: ModelSpec, seed, inputs: Inputs, classes: list, dev_pre
     log({"kind": "test", "model": spec.name, "seed": seed, "test_accuracy": test["accuracy"],
          "test_macro_f1": test["macro_f1"], "dev_accuracy": dev["accuracy"], **extra})
     return {"model": spec.name, "baseline": spec.baseline, "combine": spec.combine,
-            "encoder": encoder_name(cfg, spec), "layers": spec.source if spec.combine else None, "seed": seed,
+            "encoder": encoder_name(cfg, spec), "layers": spec.source if spec.kind not in ("bow", "bow-sklearn") else None, "seed": seed,
             "dev": {k: dev[k] for k in ("accuracy", "macro_f1")}, "test": {**test, "loss": test_loss},
             "confusion_png": png.name}
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 import statistics
 from typing import Optional
 
-from .runs import CONTROL, fmt
+from .runs import CONTROL, PROBE, PROBE_CONTROL, fmt
 
 MODEL_TITLES = {"scalar-mix": "ELMo, scalar mix", "equal": "ELMo, equal weights",
                 "learned": "ELMo, learned (attention)", "elmo+bow": "ELMo + bag of words",
                 "layer0": "baseline: layer 0 only", CONTROL: "control: random-init biLM",
                 "bow": "baseline: bag of words",
-                "bow-sklearn": "baseline: TF-IDF + logistic regression (scikit-learn)"}
+                "bow-sklearn": "baseline: TF-IDF + logistic regression (scikit-learn)",
+                PROBE: "linear probe: pooled layers + logistic regression",
+                PROBE_CONTROL: "linear probe of the random-init biLM"}
 
 
 def summarise(runs: list) -> dict:
@@ -33,23 +35,27 @@ def summarise(runs: list) -> dict:
     return out
 
 
-def pretraining_gain(summary: dict, main: str) -> Optional[dict]:
-    """What pretraining adds: ``main``'s mean test accuracy and macro-F1 minus the random-init
-    control's (same classifier, same seeds, untrained biLM), as fractions; None without a control."""
-    if CONTROL not in summary or main not in summary:
+def pretraining_gain(summary: dict, main: str, control: str = CONTROL) -> Optional[dict]:
+    """What pretraining adds: ``main``'s mean test accuracy and macro-F1 minus ``control``'s (the
+    same classifier, same seeds, on the untrained biLM's layers), as fractions; None without both."""
+    if control not in summary or main not in summary:
         return None
-    return {"model": main, "control": CONTROL,
-            **{k: summary[main][k] - summary[CONTROL][k] for k in ("test_accuracy", "test_macro_f1")}}
+    return {"model": main, "control": control,
+            **{k: summary[main][k] - summary[control][k] for k in ("test_accuracy", "test_macro_f1")}}
 
 
-def gain_line(results: dict) -> Optional[str]:
-    """The pretraining gain in percentage points, one line; None when there is no control."""
-    gain = results.get("pretraining_gain")
-    if not gain:
-        return None
-    return (f"pretraining gain ({gain['model']} minus {gain['control']}, same classifier on the untrained biLM): "
-            f"{100 * gain['test_accuracy']:+.1f} points test accuracy, {100 * gain['test_macro_f1']:+.1f} points "
-            f"macro-F1")
+def gain_lines(results: dict) -> list:
+    """What pretraining adds, in percentage points: one line for the main model and one for the
+    linear probe, each when its control ran."""
+    lines = []
+    for key, what in (("pretraining_gain", "same classifier on the untrained biLM"),
+                      ("probe_gain", "what a linear reader finds in the layers")):
+        gain = results.get(key)
+        if gain:
+            lines.append(f"pretraining gain ({gain['model']} minus {gain['control']}, {what}): "
+                         f"{100 * gain['test_accuracy']:+.1f} points test accuracy, "
+                         f"{100 * gain['test_macro_f1']:+.1f} points macro-F1")
+    return lines
 
 
 def summary_table(results: dict) -> str:

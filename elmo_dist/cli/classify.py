@@ -41,6 +41,11 @@ best on BBC News and Rotten Tomatoes dev) and predicts with a linear layer. Mode
                on dev accuracy; deterministic, so trained once (not per seed)
   elmo+bow     ELMo (combined like the first --mode) + TF-IDF, unless it is a --mode; its TF-IDF
                weights train with the bow baseline's learning rate and weight decay
+  probe        the linear probe: every layer mean- and max-pooled over the tokens, standardised,
+               scikit-learn's LogisticRegression (C chosen on dev); deterministic. A linear
+               reader cannot turn a random hash of the spelling into word detectors as ffpool can,
+               so it measures what pretraining put into the layers
+  probe-random-init  the probe of the random-init control's layers; probe_gain = probe minus it
 Training: Adam, early stopping on dev accuracy (--patience), the best epoch's weights kept, once
 per --seeds value. OUT gets results.json (accuracy, macro-F1, per-class report and confusion
 matrix per run, mean/std over seeds), layer_weights.json, confusion-*.png, split.json,
@@ -140,15 +145,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     def run() -> int:
         apply_threads(args.threads)
         from elmo_dist.classify import run_classify, summary_table
-        from elmo_dist.classify.summary import gain_line
+        from elmo_dist.classify.summary import gain_lines
         from .paths import check_output_dir
         cfg = config_from_args(args)
         check_output_dir(Path(cfg.out), "--out", [("the --labels folder", args.labels)])
         results = run_classify(cfg, progress=not args.no_progress)
         print(summary_table(results))
-        gain = gain_line(results)
-        if gain:
-            print(gain)
+        for line in gain_lines(results):
+            print(line)
         print(f"results: {Path(cfg.out) / 'results.json'}")
         print(closing_line(results))
         return 0

@@ -74,7 +74,7 @@ def classify_args(run_dir: Path, out: Path, tokens: int, seeds: list) -> list:
             "--text-style", "ptb", "--max-tokens", str(tokens), "--seeds", *[str(s) for s in seeds]]
 
 
-DEMO_MODELS = ["scalar-mix", "layer0", "random-init", "bow", "bow-sklearn"]
+DEMO_MODELS = ["scalar-mix", "layer0", "random-init", "bow", "bow-sklearn", "probe", "probe-random-init"]
 """The demo's rows; ELMo + bag of words (`classify --baselines`) is measured in the curve benchmark,
 to keep the demo near 10 minutes on 2 cores."""
 

@@ -63,7 +63,7 @@ def test_classify_from_hdf5_layers_all_modes_and_baselines(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     summary = results["summary"]
     # --layers: no biLM configuration to re-initialise, so no random-init control (said in one line)
-    assert list(summary) == ["scalar-mix", "equal", "learned", "layer0", "bow", "bow-sklearn", "elmo+bow"]
+    assert list(summary) == ["scalar-mix", "equal", "learned", "layer0", "bow", "bow-sklearn", "elmo+bow", "probe"]
     assert "pretraining_gain" not in results and "random-init control skipped: --layers" in printed
     assert results["dataset"]["random_init"]["skipped"]
     assert summary["bow-sklearn"]["seeds"] == 1 and summary["bow-sklearn"]["deterministic"]

@@ -10,7 +10,7 @@ import torch
 from elmo_dist import BiLM, ModelConfig, batch_to_ids
 from elmo_dist.classify.layers import ALLENNLP_INIT_SEED, load_random_init, random_init_source
 from elmo_dist.classify.runs import model_specs
-from elmo_dist.classify.summary import gain_line, pretraining_gain
+from elmo_dist.classify.summary import gain_lines, pretraining_gain
 from elmo_dist.cli import main
 from elmo_dist.model.allennlp_format import read_options
 from elmo_dist.train import DataConfig, OptimConfig, RunConfig, TrainConfig, load_run_config, pretrain
@@ -90,7 +90,8 @@ def test_classify_trains_the_control_caches_it_and_reports_the_gain(trained_run,
     printed = capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
     summary = results["summary"]
-    assert list(summary) == ["scalar-mix", "layer0", "random-init", "bow", "bow-sklearn", "elmo+bow"]
+    assert list(summary) == ["scalar-mix", "layer0", "random-init", "bow", "bow-sklearn", "elmo+bow", "probe",
+                             "probe-random-init"]
     assert summary["random-init"]["baseline"] and not summary["elmo+bow"]["baseline"]
     control_run = next(r for r in results["runs"] if r["model"] == "random-init")
     assert control_run["combine"] == "scalar-mix" and control_run["layers"] == "random-init"
@@ -99,8 +100,15 @@ def test_classify_trains_the_control_caches_it_and_reports_the_gain(trained_run,
     for key in ("test_accuracy", "test_macro_f1"):
         assert gain[key] == pytest.approx(summary["scalar-mix"][key] - summary["random-init"][key])
     lines = printed.splitlines()
-    table_end = next(i for i, line in enumerate(lines) if line.startswith("baseline: TF-IDF + logistic regression"))
-    assert lines[table_end + 2] == gain_line(results) and "points test accuracy" in lines[table_end + 2]
+    table_end = next(i for i, line in enumerate(lines) if line.startswith("linear probe of the random-init biLM"))
+    assert lines[table_end + 1:table_end + 3] == gain_lines(results)  # right under the table
+    assert all("points test accuracy" in line for line in gain_lines(results)) and len(gain_lines(results)) == 2
+    probe_gain = results["probe_gain"]
+    assert (probe_gain["model"], probe_gain["control"]) == ("probe", "probe-random-init")
+    assert probe_gain["test_accuracy"] == pytest.approx(summary["probe"]["test_accuracy"]
+                                                        - summary["probe-random-init"]["test_accuracy"])
+    probe_run = next(r for r in results["runs"] if r["model"] == "probe-random-init")
+    assert probe_run["layers"] == "random-init" and probe_run["seed"] is None and probe_run["deterministic"]
     assert results["dataset"]["random_init"]["seed"] == SEED
 
     trained, control = (sorted((out / "cache").glob(f"{name}-*.hdf5")) for name in ("layers", "random-init"))
@@ -126,13 +134,15 @@ def test_classify_trains_the_control_caches_it_and_reports_the_gain(trained_run,
 def test_model_order_and_the_controls_classifier():
     names = lambda specs: [s.name for s in specs]  # noqa: E731
     specs = model_specs(["equal", "learned"], baselines=True, control=True)
-    assert names(specs) == ["equal", "learned", "layer0", "random-init", "bow", "bow-sklearn", "elmo+bow"]
+    assert names(specs) == ["equal", "learned", "layer0", "random-init", "bow", "bow-sklearn", "elmo+bow", "probe",
+                            "probe-random-init"]
     by = {s.name: s for s in specs}
     assert (by["random-init"].kind, by["random-init"].combine, by["random-init"].source) == ("layers", "equal",
                                                                                              "random-init")
     assert (by["elmo+bow"].kind, by["elmo+bow"].combine) == ("fusion", "equal")  # combined like the main mode
     specs = model_specs(["elmo+bow"], baselines=True, control=True)
-    assert names(specs) == ["elmo+bow", "layer0", "random-init", "bow", "bow-sklearn"]
+    assert names(specs) == ["elmo+bow", "layer0", "random-init", "bow", "bow-sklearn", "probe", "probe-random-init"]
+    assert (by["probe-random-init"].kind, by["probe-random-init"].source) == ("probe", "random-init")
     assert (specs[2].kind, specs[2].combine) == ("fusion", "scalar-mix")  # the main model, on untrained layers
     assert names(model_specs(["learned"], baselines=True, control=False))[:3] == ["learned", "layer0", "bow"]
     assert names(model_specs(["scalar-mix"], baselines=False, control=True)) == ["scalar-mix"]
@@ -143,6 +153,6 @@ def test_pretraining_gain_is_main_minus_control():
                "random-init": {"test_accuracy": 0.55, "test_macro_f1": 0.50}}
     gain = pretraining_gain(summary, "scalar-mix")
     assert gain["test_accuracy"] == pytest.approx(0.25) and gain["test_macro_f1"] == pytest.approx(0.20)
-    assert "+25.0 points test accuracy, +20.0 points macro-F1" in gain_line({"pretraining_gain": gain})
+    assert "+25.0 points test accuracy, +20.0 points macro-F1" in gain_lines({"pretraining_gain": gain})[0]
     assert pretraining_gain({"scalar-mix": summary["scalar-mix"]}, "scalar-mix") is None
-    assert gain_line({}) is None
+    assert gain_lines({}) == []

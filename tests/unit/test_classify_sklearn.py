@@ -28,7 +28,7 @@ def test_bow_sklearn_learns_chooses_c_on_dev_and_is_deterministic():
     assert r.C == next(float(c) for c in C_GRID if r.dev_accuracy_by_C[str(float(c))] == best)  # ties: smaller C
     y_dev = np.array([labels[i] for i in split["dev"]])
     assert r.dev_accuracy_by_C[str(r.C)] == pytest.approx((r.dev_pred == y_dev).mean())
-    assert r.vocabulary == len({t.lower() for i in split["train"] for t in tokens[i]})  # lower-cased, train only
+    assert r.features == len({t.lower() for i in split["train"] for t in tokens[i]})  # lower-cased, train only
     again = fit_sklearn_bow(tokens, labels, split)
     assert again.C == r.C and np.array_equal(again.test_pred, r.test_pred) and again.test_loss == r.test_loss
     shuffled = list(labels)
