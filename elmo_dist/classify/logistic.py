@@ -31,6 +31,9 @@ class LogisticResult:
     """Mean cross-entropy on the test split (probabilities clipped at 1e-15)."""
     seconds: float
     """Wall time of the features and every fit."""
+    converged: bool
+    """lbfgs stopped by its tolerance, not by ``max_iter``, for the chosen C (the analogue of a
+    layer classifier that early stopping, not the epoch cap, ended)."""
 
 
 def split_labels(labels: Sequence[int], split: dict, name: str) -> dict:
@@ -58,7 +61,8 @@ def fit_logistic(x: dict, y: dict, grid: Sequence[float], name: str, start: floa
             best = (acc, float(c), clf)
     _, c, clf = best
     return LogisticResult(c, by_c, x["train"].shape[1], clf.predict(x["dev"]), clf.predict(x["test"]),
-                          _cross_entropy(clf, x["test"], y["test"]), time.time() - start)
+                          _cross_entropy(clf, x["test"], y["test"]), time.time() - start,
+                          bool(int(clf.n_iter_.max()) < max_iter))
 
 
 def _cross_entropy(clf, x, y: np.ndarray) -> float:

@@ -191,7 +191,7 @@ def _sklearn_run(cfg, spec: ModelSpec, inputs: Inputs, classes: list, log) -> di
         size = {"vocabulary": r.features}
     record = _evaluate(cfg, spec, None, inputs, classes, r.dev_pred, r.test_pred, r.test_loss, log, {"C": r.C})
     record.update(best_epoch=None, epochs_run=None, seconds=round(r.seconds, 2), layer_weights=None, gamma=None,
-                  deterministic=True, C=r.C, dev_accuracy_by_C=r.dev_accuracy_by_C, **size)
+                  deterministic=True, C=r.C, dev_accuracy_by_C=r.dev_accuracy_by_C, converged=r.converged, **size)
     return record
 
 

@@ -11,17 +11,19 @@ Pretrain the `tiny` biLM for a few minutes, report its held-out and test perplex
 classify BBC News with its layers against the controls that say what pretraining added.
 
 --corpus bbc (the default): pretrain on the text of BBC News' train and dev articles, without
-their labels (in-domain text, the lever that made the pretrained layers pay off here); the test
-articles never enter pretraining and give the test perplexity. --corpus ptb: the Penn Treebank
-(out of domain for BBC News), PTB test perplexity. Then, on BBC News (1489/212/426 articles):
-ELMo (scalar mix), the random-init control (the same biLM untrained, the same classifier),
-layer 0 only, ELMo + bag of words, and two bag-of-words baselines, each over --seeds. Equivalent to
+their labels (in-domain text); the test articles never enter pretraining and give the test
+perplexity. --corpus ptb: the Penn Treebank (out of domain for BBC News), PTB test perplexity.
+Then, on BBC News (1489/212/426 articles): ELMo (scalar mix), the random-init control (the same
+biLM untrained, the same classifier), layer 0 only and two bag-of-words baselines, each over
+--seeds, and the linear probe (logistic regression on pooled layers) of the trained and of the
+untrained biLM: the classifier says how well the layers serve the task, the probe pair what
+pretraining put into them. Equivalent to
 
   elmo-dist pretrain --preset tiny --softmax adaptive --optimizer adam --lr 2e-3 --max-minutes M
       --corpus RUN/corpus/train.txt --valid RUN/corpus/dev.txt --min-count 2
   elmo-dist evaluate RUN --corpus RUN/corpus/test.txt
   elmo-dist classify --run-dir RUN --mode scalar-mix --baselines --seeds 0 1 2 --text-style ptb
-      --max-tokens 64
+      --max-tokens 64 --only scalar-mix layer0 random-init bow bow-sklearn probe probe-random-init
 
 Each article is cut to its first --classify-tokens tokens (the title and the first sentence or
 two), in the style the biLM learned from (lower case, numbers as N, no punctuation).

@@ -36,7 +36,7 @@ def test_probe_reads_a_linear_signal_and_not_noise():
     r = fit_probe(docs, labels, split)
     y_test = np.array([labels[i] for i in split["test"]])
     assert (r.test_pred == y_test).mean() >= 0.85  # chance is 1/3
-    assert r.features == 48 and list(r.dev_accuracy_by_C) == [str(float(c)) for c in C_GRID]
+    assert r.converged and r.features == 48 and list(r.dev_accuracy_by_C) == [str(float(c)) for c in C_GRID]
     best = max(r.dev_accuracy_by_C.values())
     assert r.C == next(float(c) for c in C_GRID if r.dev_accuracy_by_C[str(float(c))] == best)
     y_dev = np.array([labels[i] for i in split["dev"]])
@@ -46,6 +46,13 @@ def test_probe_reads_a_linear_signal_and_not_noise():
     for x, y in zip(blank, labels):
         x[1, :, 0] -= 2.5 * (y - 1)
     assert (fit_probe(blank, labels, split).test_pred == y_test).mean() <= 0.55
+
+
+def test_probe_says_when_lbfgs_ran_out_of_iterations():
+    docs, labels, split = docs_with_signal()
+    from sklearn.exceptions import ConvergenceWarning
+    with pytest.warns(ConvergenceWarning):
+        assert not fit_probe(docs, labels, split, grid=(100.0,), max_iter=2).converged
 
 
 def test_probe_bad_input():
