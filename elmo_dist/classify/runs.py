@@ -217,7 +217,8 @@ def describe(run: dict) -> str:
     head = (f"  {run['model']:<11} " + ("deterministic" if run["seed"] is None else f"seed {run['seed']}")
             + f": test accuracy {run['test']['accuracy']:.4f}  macro-F1 {run['test']['macro_f1']:.4f}  ")
     if run["seed"] is None:
-        return head + f"(C={run['C']:g} chosen on dev, {run['seconds']:.0f} s)"
+        return head + f"(C={run['C']:g} chosen on dev, {run['seconds']:.0f} s)" + (
+            "" if run.get("converged", True) else "  [lbfgs hit its iteration limit: the fit may be unfinished]")
     line = head + f"(best epoch {run['best_epoch']}/{run['epochs_run']}, {run['seconds']:.0f} s)"
     if run.get("stopped_while_rising"):
         line += "  [the epoch cap ended it while dev accuracy was still rising: raise --epochs]"
