@@ -277,6 +277,25 @@ def stratified_split(labels: Sequence[int], fractions: Sequence[float] = (0.7, 0
     return out
 
 
+def keep_labelled(split: dict, labels: Sequence[int], fraction: float, seed: int = 13) -> dict:
+    """``split`` with only ``fraction`` of each class's training documents (at least one), for a
+    label-scarce run: dev and test are unchanged and the other training documents are left out of
+    everything (classifiers, TF-IDF, whitening statistics). Each class's documents are shuffled by
+    ``random.Random(seed)`` once and the first ones kept, so a smaller fraction keeps a subset of
+    a larger one's documents."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"--train-fraction must be in (0, 1]; got {fraction}")
+    if fraction == 1.0:
+        return split
+    rng = random.Random(seed)
+    kept = []
+    for label in sorted({labels[i] for i in split["train"]}):
+        members = [i for i in split["train"] if labels[i] == label]
+        rng.shuffle(members)
+        kept += members[:max(1, round(fraction * len(members)))]
+    return {**split, "train": sorted(kept)}
+
+
 def make_split(docs: LabeledDocs, fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 13) -> dict:
     """The source's own split when it gave one, else :func:`stratified_split`."""
     if docs.splits is not None:

@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--split", type=float, nargs=3, default=[0.7, 0.1, 0.2], metavar=("TRAIN", "DEV", "TEST"),
                    help="stratified split fractions (unless the table has a split column)")
     g.add_argument("--split-seed", type=int, default=13, help="seed of the split")
+    g.add_argument("--train-fraction", type=float, default=1.0,
+                   help="keep this fraction of each class's training documents (at least one; the same dev "
+                        "and test): a label-scarce run, where pretraining pays off most")
     g = p.add_argument_group("classifier")
     g.add_argument("--mode", default="all", choices=["scalar-mix", "equal", "learned", "elmo+bow", "all"],
                    help="layer combination, or elmo+bow (scalar mix + TF-IDF before the output layer); "
@@ -135,7 +138,7 @@ def config_from_args(args):
         modes=list(MODES) if args.mode == "all" else [args.mode], encoder=args.encoder, baselines=args.baselines,
         hidden=args.hidden, dropout=args.dropout, layer_norm=args.layer_norm, normalize=args.normalize,
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr, only=args.only, seeds=list(args.seeds),
-        split_seed=args.split_seed, split=list(args.split), device=args.device, train_threads=args.train_threads,
+        split_seed=args.split_seed, split=list(args.split), train_fraction=args.train_fraction, device=args.device, train_threads=args.train_threads,
         export_batch_size=args.export_batch_size, wandb_mode=args.wandb_mode)
 
 

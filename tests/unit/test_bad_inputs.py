@@ -201,6 +201,8 @@ REFUSED = [
         fs={"size": "1m", "read_only": True}),
     Row("classify-layers-of-other-rows", ["classify", "--labels", "l.tsv", "--layers", "shifted.hdf5", "--out",
                                           "out/shifted", *CLASSIFY_FAST], ["--layers shifted.hdf5", "rows differ"]),
+    Row("classify-no-training-fraction", ["classify", "--labels", "l.tsv", "--layers", "l.hdf5", "--out", "out/tf0",
+                                          "--train-fraction", "0", *CLASSIFY_FAST], ["--train-fraction", "(0, 1]"]),
     Row("classify-out-is-a-file", ["classify", "--labels", "l.tsv", "--layers", "l.hdf5", "--out", "s.txt",
                                    *CLASSIFY_FAST], ["--out s.txt is a file"]),
     Row("convert-to-allennlp-into-run-dir", ["convert", "R", "--to-allennlp", "R"], ["--to-allennlp R"]),

@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 
 from elmo_dist.classify.bbc import bbc_data_dir, load_bbc
-from elmo_dist.classify.data import read_folders, read_labels, read_table, stratified_split
+from elmo_dist.classify.data import keep_labelled, read_folders, read_labels, read_table, stratified_split
 from elmo_dist.classify.text import document_tokens, ptb_normalise
 from elmo_dist.cli import main
 
@@ -112,3 +112,18 @@ def test_document_tokens_title_first_and_ptb_style():
         ["profits", "N", "$", "N", "u.s.", "'s"]
     with pytest.raises(ValueError, match="text style"):
         document_tokens(text, tokenize, style="fancy")
+
+
+def test_keep_labelled_keeps_a_nested_per_class_fraction_of_train_only():
+    labels = [k % 3 for k in range(300)] + [0] * 30  # classes of 130, 100, 100 documents
+    split = stratified_split(labels, (0.7, 0.1, 0.2), seed=13)
+    tenth, half = (keep_labelled(split, labels, f, seed=13) for f in (0.1, 0.5))
+    assert tenth["dev"] == split["dev"] and tenth["test"] == split["test"]
+    for c in range(3):
+        members = [i for i in split["train"] if labels[i] == c]
+        assert sum(labels[i] == c for i in tenth["train"]) == round(0.1 * len(members))
+    assert set(tenth["train"]) <= set(half["train"]) <= set(split["train"])  # nested
+    assert keep_labelled(split, labels, 1.0) == split
+    assert all(sum(labels[i] == c for i in keep_labelled(split, labels, 1e-6)["train"]) == 1 for c in range(3))
+    with pytest.raises(ValueError, match=r"--train-fraction must be in \(0, 1\]"):
+        keep_labelled(split, labels, 0.0)

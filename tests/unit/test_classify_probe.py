@@ -61,3 +61,4 @@ def test_probe_bad_input():
         fit_probe(docs, labels, split, grid=())
     with pytest.raises(ValueError, match="probe: the training split holds fewer than two classes"):
         fit_probe(docs, [0] * len(labels), split)
+
