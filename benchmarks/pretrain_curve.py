@@ -7,8 +7,11 @@ a full pass) and goes through the demo's classifier (classify's defaults, ``--se
 in a first try, was left out to fit the run time), and the linear probe (deterministic: one run).
 Budget 0 is the random-init control (the trainer's seeded initialisation through the same
 classifier, and through the probe); the bag-of-words baselines and ELMo + bag of words do not
-depend on the budget and run once, beside it. A model added to the lists after a stage ran is
-trained on that stage's kept checkpoint on the next run (``backfill``).
+depend on the budget and run once, beside it. Every stage is classified twice: with all 1,489
+training articles, and label-scarce, with ``--few-labels`` of them (0.1: 148 articles; the same
+dev and test), where the random character hash has too few examples to learn word detectors from
+and the pretrained layers pay off. A model or setting added after a stage ran is trained on that
+stage's kept checkpoint on the next run (``backfill``).
 
 Budgets are CPU-minutes: core-minutes of training on this machine (``--cores``, 2 here), so 64
 CPU-minutes are 32 minutes of a 2-thread run. Each budget is turned into optimizer steps with
@@ -43,6 +46,11 @@ FIXED_MODELS = ["random-init", "bow", "bow-sklearn", "elmo+bow", "probe-random-i
 """Trained once (at the first budget's checkpoint for elmo+bow, which needs a biLM)."""
 CONTROLS = {"scalar-mix": "random-init", "probe": "probe-random-init"}
 """Budget 0 of a curve model: its random-init control."""
+FEW_FIXED_MODELS = ["random-init", "bow", "bow-sklearn", "probe-random-init"]
+"""The label-scarce setting's budget-independent models (no elmo+bow)."""
+SETTINGS = {"summary": ("classify", 1.0, FIXED_MODELS), "few_labels": ("classify-few", None, FEW_FIXED_MODELS)}
+"""Per stage key: (classify run directory under RUNS, training-label fraction (None: --few-labels),
+budget-independent models, trained at the first stage)."""
 
 
 def parse_args(argv):
@@ -60,6 +68,9 @@ def parse_args(argv):
     p.add_argument("--fusion-at", type=float, default=None,
                    help="also train ELMo + bag of words (with the bow baseline it starts from) on this budget's "
                         "biLM (default: the first budget's, trained with the fixed models)")
+    p.add_argument("--few-labels", type=float, default=0.1,
+                   help="the label-scarce setting: this fraction of each class's training articles "
+                        "(classify --train-fraction), the same dev and test")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
@@ -88,13 +99,15 @@ def train_to(run_dir: Path, steps: int, progress: bool) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
-def classify(run_dir: Path, checkpoint, out: Path, models: list, seeds: list, progress: bool) -> dict:
+def classify(run_dir: Path, checkpoint, out: Path, models: list, seeds: list, progress: bool,
+             train_fraction: float = 1.0) -> dict:
     """The demo's classifier stage on one checkpoint, only ``models``; returns results.json's summary."""
     from elmo_dist.classify import run_classify
     from elmo_dist.cli import classify as classify_cli
     from elmo_dist.cli import demo
     args = classify_cli.build_parser().parse_args(
-        [*demo.classify_args(run_dir, out, 64, seeds), "--only", *models, "--wandb-mode", "disabled"])
+        [*demo.classify_args(run_dir, out, 64, seeds), "--only", *models, "--wandb-mode", "disabled",
+         "--train-fraction", str(train_fraction)])
     cfg = classify_cli.config_from_args(args)
 
     cfg.checkpoint = str(checkpoint) if checkpoint else None
@@ -125,16 +138,13 @@ def main(argv=None) -> int:
         t0 = time.time()
         summary = train_to(run_dir, steps, not args.no_progress)
         wall = time.time() - t0
-        checkpoint = run_dir / "checkpoints" / f"step-{summary['step']:08d}"
-        first = not state["stages"]
-        models = CURVE_MODELS + (FIXED_MODELS if first else [])
-        result = classify(run_dir, checkpoint, runs / "classify", models, args.seeds, not args.no_progress)
         state["stages"][key] = {"cpu_minutes": budget, "steps": summary["step"], "tokens_seen": summary["tokens_seen"],
                                 "pretrain_wall_s": wall, "valid": summary.get("valid"),
-                                "untrained_valid": summary.get("untrained_valid"), **result}
-        save_state(state_path, state)
-        print(f"curve: {budget:g} CPU-minutes ({summary['step']} steps): valid ppl {summary['valid']['ppl']:.1f}; "
-              + ", ".join(f"{m} {s['test_accuracy']:.3f}" for m, s in result["summary"].items()), flush=True)
+                                "untrained_valid": summary.get("untrained_valid"), "summary": {},
+                                "stopped_while_rising": []}
+        print(f"curve: {budget:g} CPU-minutes ({summary['step']} steps): valid ppl {summary['valid']['ppl']:.1f}",
+              flush=True)
+        backfill(state, state_path, run_dir, runs, args)  # classifies the new stage, in both settings
     backfill(state, state_path, run_dir, runs, args)
     if args.fusion_at is not None and state.get("fusion", {}).get("cpu_minutes") != args.fusion_at:
         stage = state["stages"][str(round(args.steps_per_minute * args.fusion_at / args.cores))]
@@ -148,21 +158,45 @@ def main(argv=None) -> int:
 
 
 def backfill(state: dict, state_path: Path, run_dir: Path, runs: Path, args) -> None:
-    """Models added to CURVE_MODELS / FIXED_MODELS after a stage ran (the linear probe) are trained
-    on that stage's kept checkpoint, so every stage has every row."""
+    """Trains, on each stage's kept checkpoint, every model of every setting (SETTINGS) that the
+    stage lacks: a new stage's, and those added to the lists after a stage ran (the linear probe,
+    the label-scarce setting), so every stage has every row."""
     first = min(state["stages"].values(), key=lambda s: s["steps"], default=None)
     for stage in sorted(state["stages"].values(), key=lambda s: s["steps"]):
-        wanted = CURVE_MODELS + (FIXED_MODELS if stage is first else [])
-        missing = [m for m in wanted if m not in stage["summary"]]
-        if not missing:
-            continue
-        checkpoint = run_dir / "checkpoints" / f"step-{stage['steps']:08d}"
-        result = classify(run_dir, checkpoint, runs / "classify", missing, args.seeds, not args.no_progress)
-        stage["summary"].update(result["summary"])
-        stage["stopped_while_rising"] += result["stopped_while_rising"]
-        save_state(state_path, state)
-        print(f"curve: {stage['steps']} steps: added " + ", ".join(
-            f"{m} {result['summary'][m]['test_accuracy']:.3f}" for m in missing), flush=True)
+        for key, (out, fraction, fixed) in SETTINGS.items():
+            record = stage if key == "summary" else stage.setdefault(key, {"summary": {}, "stopped_while_rising": []})
+            wanted = CURVE_MODELS + (fixed if stage is first else [])
+            missing = [m for m in wanted if m not in record["summary"]]
+            if not missing:
+                continue
+            checkpoint = run_dir / "checkpoints" / f"step-{stage['steps']:08d}"
+            result = classify(run_dir, checkpoint, runs / out, missing, args.seeds, not args.no_progress,
+                              args.few_labels if fraction is None else fraction)
+            record["summary"].update(result["summary"])
+            record["stopped_while_rising"] += result["stopped_while_rising"]
+            save_state(state_path, state)
+            print(f"curve: {stage['steps']} steps, {key}: " + ", ".join(
+                f"{m} {result['summary'][m]['test_accuracy']:.3f}" for m in missing), flush=True)
+
+
+def _points(stages: list, fixed: dict, untrained_ppl: float, key: str) -> list:
+    """Budget 0 (the controls) and one point per stage: test accuracy (mean, std over seeds) and
+    dev accuracy of CURVE_MODELS in setting ``key`` (SETTINGS)."""
+    at = lambda s: s if key == "summary" else s[key]  # noqa: E731
+    points = [{"cpu_minutes": 0, "steps": 0, "valid_ppl": untrained_ppl,
+               **{k: {m: fixed[c][k] for m, c in CONTROLS.items()} for k in ("test_accuracy", "test_accuracy_std")}}]
+    for s in stages:
+        summary = at(s)["summary"]
+        points.append({"cpu_minutes": s["cpu_minutes"], "steps": s["steps"], "tokens_seen": s["tokens_seen"],
+                       "valid_ppl": s["valid"]["ppl"], "pretrain_wall_s": s["pretrain_wall_s"],
+                       **{k: {m: summary[m][k] for m in CURVE_MODELS}
+                          for k in ("test_accuracy", "test_accuracy_std", "dev_accuracy")},
+                       "stopped_while_rising": at(s)["stopped_while_rising"]})
+    return points
+
+
+def _baselines(fixed: dict, models: list) -> dict:
+    return {m: {k: fixed[m][k] for k in ("test_accuracy", "test_accuracy_std", "dev_accuracy")} for m in models}
 
 
 def write_results(args, state: dict, prov: dict) -> None:
@@ -170,16 +204,9 @@ def write_results(args, state: dict, prov: dict) -> None:
     stages = sorted(state["stages"].values(), key=lambda s: s["steps"])
     for s in stages:  # CPU-minutes from the steps and the idle rate given now
         s["cpu_minutes"] = round(s["steps"] * args.cores / args.steps_per_minute, 1)
-    fixed = stages[0]["summary"]
-    points = [{"cpu_minutes": 0, "steps": 0, "valid_ppl": stages[0]["untrained_valid"]["ppl"],
-               **{key: {m: fixed[c][key] for m, c in CONTROLS.items()} for key in ("test_accuracy", "test_accuracy_std")}}]
-    for s in stages:
-        points.append({"cpu_minutes": s["cpu_minutes"], "steps": s["steps"], "tokens_seen": s["tokens_seen"],
-                       "valid_ppl": s["valid"]["ppl"], "pretrain_wall_s": s["pretrain_wall_s"],
-                       "test_accuracy": {m: s["summary"][m]["test_accuracy"] for m in CURVE_MODELS},
-                       "test_accuracy_std": {m: s["summary"][m]["test_accuracy_std"] for m in CURVE_MODELS},
-                       "dev_accuracy": {m: s["summary"][m]["dev_accuracy"] for m in CURVE_MODELS},
-                       "stopped_while_rising": s["stopped_while_rising"]})
+    untrained_ppl = stages[0]["untrained_valid"]["ppl"]
+    fixed, few_fixed = stages[0]["summary"], stages[0]["few_labels"]["summary"]
+    points = _points(stages, fixed, untrained_ppl, "summary")
     prov["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     fusion = state.get("fusion")
     if fusion:  # ELMo + bag of words (and the bow runs it started from) on a later biLM
@@ -191,9 +218,11 @@ def write_results(args, state: dict, prov: dict) -> None:
                   "cores": args.cores, "steps_per_minute": args.steps_per_minute,
                   "held_out": "BBC News dev article text (perplexity); BBC News test articles (accuracy)"},
         "points": points,
-        "baselines": {m: {k: fixed[m][k] for k in ("test_accuracy", "test_accuracy_std", "dev_accuracy")}
-                      for m in FIXED_MODELS},
+        "baselines": _baselines(fixed, FIXED_MODELS),
         "elmo_plus_bow_at_cpu_minutes": fusion["cpu_minutes"] if fusion else stages[0]["cpu_minutes"],
+        "few_labels": {"train_fraction": args.few_labels,
+                       "points": _points(stages, few_fixed, untrained_ppl, "few_labels"),
+                       "baselines": _baselines(few_fixed, FEW_FIXED_MODELS)},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(payload, indent=2) + "\n")
