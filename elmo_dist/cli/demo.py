@@ -17,13 +17,16 @@ Then, on BBC News (1489/212/426 articles): ELMo (scalar mix), the random-init co
 biLM untrained, the same classifier), layer 0 only and two bag-of-words baselines, each over
 --seeds, and the linear probe (logistic regression on pooled layers) of the trained and of the
 untrained biLM: the classifier says how well the layers serve the task, the probe pair what
-pretraining put into them. Equivalent to
+pretraining put into them. Then the same again label-scarce (--few-labels of each topic's
+training articles, 0.1: 148; the same dev and test), where the untrained biLM's random spelling
+hash has too few examples to learn from and pretraining pays off. Equivalent to
 
   elmo-dist pretrain --preset tiny --softmax adaptive --optimizer adam --lr 2e-3 --max-minutes M
       --corpus RUN/corpus/train.txt --valid RUN/corpus/dev.txt --min-count 2
   elmo-dist evaluate RUN --corpus RUN/corpus/test.txt
   elmo-dist classify --run-dir RUN --mode scalar-mix --baselines --seeds 0 1 2 --text-style ptb
       --max-tokens 64 --only scalar-mix layer0 random-init bow bow-sklearn probe probe-random-init
+  (the same classify with --train-fraction 0.1 --out RUN/classify-bbc-news-few-labels)
 
 Each article is cut to its first --classify-tokens tokens (the title and the first sentence or
 two), in the style the biLM learned from (lower case, numbers as N, no punctuation).
@@ -40,6 +43,8 @@ def build_parser():
                    help="pretraining text: bbc (BBC News train+dev articles, unlabelled) or ptb (Penn Treebank)")
     p.add_argument("--classify-tokens", type=int, default=64, help="tokens per BBC article for the classifier")
     p.add_argument("--seeds", nargs="+", default=SEEDS, help="classifier seeds (mean and std over them)")
+    p.add_argument("--few-labels", type=float, default=0.1,
+                   help="fraction of the training labels of the label-scarce stage (0: skip that stage)")
     p.add_argument("--no-classify", action="store_true", help="stop after the perplexities (no BBC News stage)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -88,6 +93,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         from . import classify, evaluate, pretrain
         from .paths import check_output_dir
         check_output_dir(args.run_dir, "--run-dir")
+        if not 0.0 <= args.few_labels < 1.0:  # checked before the minutes of pretraining, not after
+            raise ValueError(f"--few-labels must be in [0, 1) (0 skips the label-scarce stage); got {args.few_labels}")
         if (args.run_dir / "config.json").exists():
             raise FileExistsError(f"--run-dir {args.run_dir} already holds a run; choose another --run-dir")
         quiet = ["--no-progress"] if args.no_progress else []
@@ -100,7 +107,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         code = evaluate.main([str(args.run_dir), *corpus, "--out", str(args.run_dir / "test_perplexity.json"), *quiet])
         if code or args.no_classify:
             return code
-        return classify.main([*classify_args(args.run_dir, args.run_dir / "classify-bbc-news", args.classify_tokens,
-                                             args.seeds), "--only", *DEMO_MODELS, *quiet])
+        stages = [("classify-bbc-news", 1.0)] + ([("classify-bbc-news-few-labels", args.few_labels)]
+                                                 if args.few_labels else [])
+        for out, fraction in stages:
+            if fraction < 1.0:
+                print(f"\nlabel-scarce: {fraction:g} of each topic's training articles, the same dev and test")
+            code = classify.main([*classify_args(args.run_dir, args.run_dir / out, args.classify_tokens, args.seeds),
+                                  "--only", *DEMO_MODELS, "--train-fraction", str(fraction), *quiet])
+            if code:
+                return code
+        return 0
 
     return run_guarded("elmo-dist demo", run)

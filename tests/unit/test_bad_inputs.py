@@ -208,6 +208,8 @@ REFUSED = [
     Row("convert-to-allennlp-into-run-dir", ["convert", "R", "--to-allennlp", "R"], ["--to-allennlp R"]),
     Row("convert-to-allennlp-onto-a-file", ["convert", "R", "--to-allennlp", "s.txt"], ["--to-allennlp s.txt"]),
     Row("demo-run-dir-holds-a-run", ["demo", "--run-dir", "R", "--no-progress"], ["--run-dir R", "already holds"]),
+    Row("demo-few-labels-out-of-range", ["demo", "--run-dir", "out/d", "--few-labels", "1.5", "--no-progress"],
+        ["--few-labels", "[0, 1)"]),
     Row("demo-run-dir-is-a-file", ["demo", "--run-dir", "s.txt", "--no-progress"], ["--run-dir s.txt is a file"]),
     Row("bench-unknown-suite", ["bench", "--suite", "nosuch"], ["--suite", "nosuch"]),
 ]
