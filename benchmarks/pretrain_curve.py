@@ -71,6 +71,9 @@ def parse_args(argv):
     p.add_argument("--few-labels", type=float, default=0.1,
                    help="the label-scarce setting: this fraction of each class's training articles "
                         "(classify --train-fraction), the same dev and test")
+    p.add_argument("--report-only", action="store_true",
+                   help="no pretraining: classify what the recorded stages lack (backfill), relabel their "
+                        "CPU-minutes with --steps-per-minute and rewrite the results")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
@@ -112,9 +115,9 @@ def classify(run_dir: Path, checkpoint, out: Path, models: list, seeds: list, pr
 
     cfg.checkpoint = str(checkpoint) if checkpoint else None
     results = run_classify(cfg, progress=progress)
-    return {"summary": results["summary"],
+    return {"summary": results["summary"],  # runs that a cap (epochs, lbfgs iterations) may have cut short:
             "stopped_while_rising": [f"{r['model']} seed {r['seed']}" for r in results["runs"]
-                                     if r.get("stopped_while_rising")]}
+                                     if r.get("stopped_while_rising") or r.get("converged") is False]}
 
 
 def main(argv=None) -> int:
@@ -124,7 +127,7 @@ def main(argv=None) -> int:
     run_dir, state_path = runs / "bilm", runs / "curve_state.json"
     runs.mkdir(parents=True, exist_ok=True)
     state = load_state(state_path)
-    budgets = sorted(args.cpu_minutes)
+    budgets = [] if args.report_only else sorted(args.cpu_minutes)
     for budget in budgets:
         steps = round(args.steps_per_minute * budget / args.cores)
         key = str(steps)  # stages are kept by steps: a rerun with another --steps-per-minute adds to them
@@ -147,11 +150,14 @@ def main(argv=None) -> int:
         backfill(state, state_path, run_dir, runs, args)  # classifies the new stage, in both settings
     backfill(state, state_path, run_dir, runs, args)
     if args.fusion_at is not None and state.get("fusion", {}).get("cpu_minutes") != args.fusion_at:
-        stage = state["stages"][str(round(args.steps_per_minute * args.fusion_at / args.cores))]
+        steps = round(args.steps_per_minute * args.fusion_at / args.cores)
+        if str(steps) not in state["stages"]:
+            raise ValueError(f"--fusion-at {args.fusion_at:g}: no stage at {steps} steps; give one of the budgets")
+        stage = state["stages"][str(steps)]
         checkpoint = run_dir / "checkpoints" / f"step-{stage['steps']:08d}"
         result = classify(run_dir, checkpoint, runs / "classify-fusion", ["bow", "elmo+bow"], args.seeds,
                           not args.no_progress)
-        state["fusion"] = {"cpu_minutes": args.fusion_at, **result}
+        state["fusion"] = {"cpu_minutes": args.fusion_at, "steps": stage["steps"], **result}
         save_state(state_path, state)
     write_results(args, state, provenance())
     return 0
@@ -211,6 +217,7 @@ def write_results(args, state: dict, prov: dict) -> None:
     fusion = state.get("fusion")
     if fusion:  # ELMo + bag of words (and the bow runs it started from) on a later biLM
         fixed = {**fixed, **fusion["summary"]}
+        fusion["cpu_minutes"] = round(fusion["steps"] * args.cores / args.steps_per_minute, 1)
     payload = {
         "benchmark": "pretrain_curve", "provenance": prov,
         "setup": {"recipe": "elmo-dist demo (tiny, adaptive softmax, Adam 2e-3, batch 32 x 20, BBC train+dev text)",

@@ -93,7 +93,7 @@ def _panel(ax, points: list, base: dict, title: str) -> None:
         if m in base:
             ax.axhline(base[m]["test_accuracy"], ls=style, color=f"C{j + 3}", lw=1, label=m)
     ax.set_xscale("log", base=2)
-    ax.set_xticks(x, ["0" if p["cpu_minutes"] == 0 else f"{p['cpu_minutes']:g}" for p in points], fontsize=7)
+    ax.set_xticks(x, ["0" if p["cpu_minutes"] == 0 else f"{p['cpu_minutes']:g}" for p in points], fontsize=7, rotation=45)
     ax.set_xlabel("pretraining CPU-minutes (2 cores; 0 = random init)")
     ax.set_ylabel("BBC News test accuracy")
     ax.set_title(title, fontsize=9)
