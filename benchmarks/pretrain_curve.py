@@ -150,10 +150,11 @@ def main(argv=None) -> int:
         backfill(state, state_path, run_dir, runs, args)  # classifies the new stage, in both settings
     backfill(state, state_path, run_dir, runs, args)
     if args.fusion_at is not None and state.get("fusion", {}).get("cpu_minutes") != args.fusion_at:
-        steps = round(args.steps_per_minute * args.fusion_at / args.cores)
-        if str(steps) not in state["stages"]:
-            raise ValueError(f"--fusion-at {args.fusion_at:g}: no stage at {steps} steps; give one of the budgets")
-        stage = state["stages"][str(steps)]
+        steps = args.steps_per_minute * args.fusion_at / args.cores
+        stage = min(state["stages"].values(), key=lambda s: abs(s["steps"] - steps))  # labels are rounded
+        if abs(stage["steps"] - steps) > 0.02 * steps:
+            raise ValueError(f"--fusion-at {args.fusion_at:g}: no stage near {steps:.0f} steps; give one of the "
+                             "budgets in the results")
         checkpoint = run_dir / "checkpoints" / f"step-{stage['steps']:08d}"
         result = classify(run_dir, checkpoint, runs / "classify-fusion", ["bow", "elmo+bow"], args.seeds,
                           not args.no_progress)
