@@ -171,6 +171,26 @@ class LayerClassifier(nn.Module):
         x = self.dropout(self.combine(layers, mask))  # (B, T, D)
         return self.output(self.dropout(self.encoder(x, mask)))  # (B, C)
 
+    def mix_parameters(self) -> list:
+        """The scalar mix's w and gamma (L+2 numbers); empty for the other combinations."""
+        if self.combine_kind != "scalar-mix":
+            return []
+        return [p for p in self.combine.parameters() if p.requires_grad]
+
+    def param_groups(self, lr: float, mix_lr_scale: float = 1.0) -> list:
+        """Adam groups: the scalar mix's w and gamma with ``lr * mix_lr_scale``, the rest with ``lr``.
+
+        Why a larger rate for the mix: its L+2 numbers get one gradient per batch like every other
+        weight, and at lr 1e-2 they barely move before early stopping: with 148 BBC training
+        articles (5 batches an epoch) the learned weights stayed near equal ([0.37, 0.31, 0.33])
+        while layer 0 alone was 15 points more accurate. Scales 1, 10, 30 and 100 on BBC dev
+        (the demo's biLM, 3 seeds), 148 articles: 0.558, 0.648, 0.708, 0.602; all 1,489: 0.884,
+        0.921, 0.925, 0.868."""
+        mix = self.mix_parameters()
+        ids = {id(p) for p in mix}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        return [{"params": rest, "lr": lr}] + ([{"params": mix, "lr": lr * mix_lr_scale}] if mix else [])
+
 
 class BagOfWordsClassifier(nn.Module):
     """Linear softmax regression on TF-IDF vectors (B, V) -> logits (B, C)."""
@@ -215,9 +235,11 @@ class FusionClassifier(LayerClassifier):
         self.output.bias.copy_(bow.output.bias)
         self.output.weight.zero_()
 
-    def param_groups(self, bow_lr: float, bow_weight_decay: float) -> list:
-        """Adam groups: the TF-IDF block with ``bow_lr`` and ``bow_weight_decay``, the rest with the
-        optimiser's defaults (frozen parameters, e.g. the equal mix, left out)."""
+    def param_groups(self, lr: float, mix_lr_scale: float = 1.0, bow_lr: float = 1e-2,
+                     bow_weight_decay: float = 0.0) -> list:
+        """Adam groups: the TF-IDF block with ``bow_lr`` and ``bow_weight_decay``, the rest as
+        :meth:`LayerClassifier.param_groups` (frozen parameters, e.g. the equal mix, left out)."""
         bow = [self.bow_output.weight]
-        rest = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("bow_output.")]
-        return [{"params": rest}, {"params": bow, "lr": bow_lr, "weight_decay": bow_weight_decay}]
+        groups = super().param_groups(lr, mix_lr_scale)
+        groups[0]["params"] = [p for p in groups[0]["params"] if p is not self.bow_output.weight]
+        return groups + [{"params": bow, "lr": bow_lr, "weight_decay": bow_weight_decay}]

@@ -129,9 +129,10 @@ def _build(cfg, spec: ModelSpec, inputs: Inputs, n_classes: int, seed: int):
         model = FusionClassifier(layers.n_layers, layers.dim, inputs.vocabulary, n_classes, spec.combine, *args)
         model.warm_start(bow)
         return (model, FusionBatcher(inputs.layer_batcher(spec.source), inputs.tfidf()), fit_cfg(cfg.lr, 0.0),
-                model.param_groups(cfg.bow_lr, cfg.bow_weight_decay))
+                model.param_groups(cfg.lr, cfg.mix_lr_scale, cfg.bow_lr, cfg.bow_weight_decay))
     model = LayerClassifier(layers.n_layers, layers.dim, n_classes, spec.combine, *args)
-    return model, inputs.layer_batcher(spec.source), fit_cfg(cfg.lr, 0.0), None
+    return (model, inputs.layer_batcher(spec.source), fit_cfg(cfg.lr, 0.0),
+            model.param_groups(cfg.lr, cfg.mix_lr_scale))
 
 
 def _fit_bow(cfg, inputs: Inputs, n_classes: int, seed: int) -> BagOfWordsClassifier:

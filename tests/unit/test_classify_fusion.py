@@ -53,7 +53,7 @@ def test_fusion_needs_and_uses_both_inputs():
     words_only = test_accuracy(BagOfWordsClassifier(len(tfidf.vocab), 3), words, lr=bow_lr)
     torch.manual_seed(0)
     fusion = FusionClassifier(N_LAYERS, DIM, len(tfidf.vocab), 3, "scalar-mix", "mean", dropout=0.1)
-    both = test_accuracy(fusion, FusionBatcher(lb, words), fusion.param_groups(bow_lr, 1e-5))
+    both = test_accuracy(fusion, FusionBatcher(lb, words), fusion.param_groups(cfg.lr, 1.0, bow_lr, 1e-5))
     assert layers_only <= 0.8 and words_only <= 0.8, (layers_only, words_only)
     assert both > 0.9, (both, layers_only, words_only)
     assert int(fusion.combine.layer_weights().argmax()) == 2  # the mix found the layer that carries bit a
@@ -72,9 +72,9 @@ def test_fusion_is_one_linear_layer_on_the_concatenation():
 
 def test_fusion_param_groups_and_batcher():
     model = FusionClassifier(N_LAYERS, DIM, 5, 3, "equal", "mean")
-    rest, bow = model.param_groups(bow_lr=0.5, bow_weight_decay=0.1)
+    rest, bow = model.param_groups(0.02, 30.0, bow_lr=0.5, bow_weight_decay=0.1)
     assert bow["params"] == [model.bow_output.weight] and (bow["lr"], bow["weight_decay"]) == (0.5, 0.1)
-    assert "lr" not in rest and "weight_decay" not in rest  # the optimiser's defaults
+    assert rest["lr"] == 0.02 and "weight_decay" not in rest  # no mix group: the equal mix is frozen
     frozen = {id(p) for p in model.combine.parameters()}  # the equal mix learns nothing
     assert not frozen & {id(p) for p in rest["params"]}
     assert {id(p) for p in rest["params"]} | {id(model.bow_output.weight)} == \

@@ -110,3 +110,25 @@ def test_summary_mean_and_std_over_seeds():
     s = summarise(runs)["m"]
     assert s["test_accuracy"] == pytest.approx(0.85) and s["test_accuracy_std"] == pytest.approx(0.0707, abs=1e-4)
     assert s["seeds"] == 2 and s["layer_weights"] == pytest.approx([0.2, 0.8])
+
+
+@pytest.mark.parametrize("combine", ["scalar-mix", "equal", "layer0"])
+def test_scalar_mix_trains_at_its_own_learning_rate(combine):
+    """Adam's first step moves every parameter with a nonzero gradient by its group's lr (times
+    |g| / (|g| + eps) ~ 1): the mix's w and gamma by lr * scale, everything else by lr."""
+    torch.manual_seed(0)
+    model = LayerClassifier(N_LAYERS, DIM, CLASSES, combine, "mean", dropout=0.0)
+    lr, scale = 1e-3, 30.0
+    opt = torch.optim.Adam(model.param_groups(lr, scale), lr=1.0)  # a group without its own lr would move by 1
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    layers, mask = torch.randn(4, N_LAYERS, 5, DIM), torch.ones(4, 5, dtype=torch.bool)
+    torch.nn.functional.cross_entropy(model(layers, mask), torch.tensor([0, 1, 2, 0])).backward()
+    opt.step()
+    mix = {"combine.mix.scalar_parameters", "combine.mix.gamma"} if combine == "scalar-mix" else set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        moved = (p.detach() - before[name]).abs()[p.grad != 0]
+        expected = lr * scale if name in mix else lr
+        torch.testing.assert_close(moved, torch.full_like(moved, expected), rtol=1e-3, atol=0), name
+    assert mix <= {n for n, _ in model.named_parameters()}
