@@ -219,10 +219,12 @@ def write_results(args, state: dict, prov: dict) -> None:
     if fusion:  # ELMo + bag of words (and the bow runs it started from) on a later biLM
         fixed = {**fixed, **fusion["summary"]}
         fusion["cpu_minutes"] = round(fusion["steps"] * args.cores / args.steps_per_minute, 1)
+    from elmo_dist.classify.pipeline import ClassifyConfig
     payload = {
         "benchmark": "pretrain_curve", "provenance": prov,
         "setup": {"recipe": "elmo-dist demo (tiny, adaptive softmax, Adam 2e-3, batch 32 x 20, BBC train+dev text)",
                   "classifier": "elmo-dist classify defaults, 64 tokens, ptb style", "seeds": args.seeds,
+                  "mix_lr_scale": ClassifyConfig.mix_lr_scale,
                   "cores": args.cores, "steps_per_minute": args.steps_per_minute,
                   "held_out": "BBC News dev article text (perplexity); BBC News test articles (accuracy)"},
         "points": points,

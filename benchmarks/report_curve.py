@@ -44,7 +44,9 @@ def curve_section(payload: dict, table) -> tuple[list[str], list[list]]:
     control = base["random-init"]["test_accuracy"]
     models = list(CURVE_TITLES)
     head = ["CPU-minutes", "steps", "valid ppl", *[CURVE_TITLES[m] for m in models], "runs whose best epoch was the cap"]
-    lines = [f"Recipe: {setup.get('recipe')}; classifier: {setup.get('classifier')}; seeds {setup.get('seeds')}. "
+    scale = setup.get("mix_lr_scale", 1)  # files written before classify --mix-lr-scale trained the mix at 1x
+    lines = [f"Recipe: {setup.get('recipe')}; classifier: {setup.get('classifier')}, the scalar mix's weights at "
+             f"{scale:g}x the learning rate; seeds {setup.get('seeds')}. "
              f"Budget 0 is the random-init control (the trainer's seeded initialisation). CPU-minutes are "
              f"core-minutes: {setup.get('cores')} cores, so 64 CPU-minutes are "
              f"{64 / max(setup.get('cores', 1), 1):g} minutes of training; each budget is "
@@ -58,7 +60,7 @@ def curve_section(payload: dict, table) -> tuple[list[str], list[list]]:
     lines += [f"ELMo + bag of words was measured on the {payload.get('elmo_plus_bow_at_cpu_minutes'):g}-CPU-minute "
               f"biLM.", ""] + _crossings(points, base)
     final = points[-1]
-    summary = [[f"BBC test accuracy after {final['cpu_minutes']:g} CPU-minutes of pretraining",
+    summary = [[f"BBC test accuracy after {final['cpu_minutes']:g} CPU-minutes of pretraining (mix lr {scale:g}x)",
                 f"{final['test_accuracy']['scalar-mix']:.3f}",
                 f"{100 * (final['test_accuracy']['scalar-mix'] - control):+.1f} "
                 "points over the random-init control", f"bag of words {base['bow']['test_accuracy']:.3f}"]]
