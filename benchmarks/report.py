@@ -369,9 +369,10 @@ def plots(kind: str, data: dict[str, dict], plot_dir: Path) -> dict[str, Path]:
                                             [r.get("preset", r["name"]) for r in rows],
                                             [100 * r["fraction_of_peak"] for r in rows],
                                             plot_dir / f"{kind}_train.png", "% of peak", ref=None)
-    for stem, payload in data.items():  # pretrain_curve*.json: one file per classifier recipe
-        if payload.get("benchmark") == "pretrain_curve":
-            from benchmarks.report_curve import plot_curve
+    curves = {stem: p for stem, p in data.items() if p.get("benchmark") == "pretrain_curve"}
+    if curves:  # pretrain_curve*.json: one file per classifier recipe
+        from benchmarks.report_curve import plot_curve
+        for stem, payload in curves.items():
             made[stem] = plot_curve(payload, plot_dir / f"{kind}_{stem}.png", _plt())
     return made
 

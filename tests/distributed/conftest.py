@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def _selects_a_test_here(session) -> bool:
-    return any(HERE in Path(str(item.fspath)).resolve().parents for item in session.items)
+    return any(HERE in item.path.resolve().parents for item in session.items)
 
 
 def pytest_collection_finish(session):
